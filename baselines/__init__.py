@@ -1,0 +1,1 @@
+"""Baseline methods behind the same Method interface as CR (installed as ``lrfacebench.baselines``)."""

@@ -1,0 +1,1 @@
+"""Curated data-card text per dataset (Markdown); merged with generated statistics."""

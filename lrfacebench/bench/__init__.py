@@ -1,0 +1,1 @@
+"""Benchmark harness: table specs (data) -> resumable jobs -> long CSV -> leaderboards and figures."""

@@ -1,0 +1,100 @@
+"""Configs are data: dataclasses filled from presets, TOML/JSON files and ``key=value`` overrides.
+
+A resolved config is snapshotted as JSON with its hash into every run directory, so a
+leaderboard row can be traced back to it and re-run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any, Mapping, TypeVar, get_type_hints
+
+from lrfacebench.io import sha256_json
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+C = TypeVar("C")
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a ``.toml`` or ``.json`` config file into a dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    if path.suffix == ".toml":
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    if path.suffix == ".json":
+        return json.loads(path.read_text())
+    raise ValueError(f"config file must be .toml or .json, got {path.name}")
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["train.lr=1e-4", "stages=[1,2]"]`` -> nested dict. Values are parsed as TOML literals
+    (numbers, booleans, strings, arrays); anything else is kept as a plain string. No ``eval``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"override must look like key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        node = out
+        *parents, leaf = key.strip().split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; ``update`` wins."""
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
+def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
+    """Build dataclass ``cls`` from ``data``, recursing into nested dataclass fields.
+
+    Unknown keys raise ``ValueError`` naming them, so a typo never passes silently.
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} option(s): {sorted(unknown)}; known: {sorted(fields)}")
+    hints = get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        typ = hints.get(name)
+        if dataclasses.is_dataclass(typ) and isinstance(value, Mapping):
+            value = from_dict(typ, merge(dataclasses.asdict(getattr(cls(), name)), value))  # type: ignore[arg-type]
+        elif isinstance(value, list) and typ is not None and getattr(typ, "__origin__", None) is tuple:
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def config_hash(cfg: Any) -> str:
+    """sha256 of the resolved config (dataclass or dict), stable across key order."""
+    return sha256_json(to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg)
+
+
+def resolve(cls: type[C], *layers: Mapping[str, Any]) -> C:
+    """Defaults of ``cls`` <- each layer in turn (preset, file, overrides)."""
+    data: dict[str, Any] = {}
+    for layer in layers:
+        data = merge(data, layer)
+    return from_dict(cls, merge(dataclasses.asdict(cls()), data))  # type: ignore[call-arg]

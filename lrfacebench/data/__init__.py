@@ -1,0 +1,1 @@
+"""Dataset building: source readers -> detection -> filters -> sharded store + manifest + card."""

@@ -1,0 +1,1 @@
+"""Readers for the official layouts of PIPA, DukeMTMC, WIDER FACE, CelebA, Helen, folders and video."""

@@ -1,0 +1,151 @@
+"""File I/O shared by every stage: robust image reading, atomic writes, hashing, checkpoints.
+
+Images in memory are RGB ``uint8`` arrays ``(H,W,3)``; tensors are ``(N,3,H,W)`` float in [0,1].
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
+MAX_IMAGE_PIXELS = 100_000_000  # refuse decompression bombs above this many pixels
+
+
+class UnreadableImage(ValueError):
+    """Raised when an image file cannot be decoded into RGB pixels; the message says why."""
+
+
+def is_image(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def list_images(root: str | Path) -> list[Path]:
+    """All image files below ``root`` (case-insensitive extensions), sorted for determinism."""
+    return sorted(p for p in Path(root).rglob("*") if p.is_file() and is_image(p))
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Decode any image to RGB uint8 ``(H,W,3)``.
+
+    Applies EXIF orientation; converts grayscale, palette, CMYK, alpha and 16-bit images.
+    Raises :class:`UnreadableImage` for missing, empty, truncated, corrupt or oversized files.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UnreadableImage("missing file")
+    if path.stat().st_size == 0:
+        raise UnreadableImage("zero-byte file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.width * im.height > MAX_IMAGE_PIXELS:
+                    raise UnreadableImage(f"image too large ({im.width}x{im.height} pixels)")
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                return _to_rgb8(im)
+    except UnreadableImage:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise UnreadableImage(f"decompression bomb: {e}") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise UnreadableImage(f"cannot decode: {e}") from None
+
+
+def _to_rgb8(im: Image.Image) -> np.ndarray:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(im, dtype=np.float64)
+        hi = 65535.0 if a.max() > 255 else 255.0
+        a = np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(a[..., None], 3, axis=2)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(bg, im)
+    return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+
+
+def write_png(path: str | Path, rgb: np.ndarray) -> None:
+    """Write an RGB uint8 ``(H,W,3)`` array as PNG, atomically."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(rgb).save(tmp, format="PNG")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success fsync it and rename it over ``path``.
+
+    A crash at any moment leaves either the old file or the new one, never half a file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    """Hash of a JSON-serialisable object, independent of key order."""
+    return sha256_bytes(json.dumps(obj, sort_keys=True, default=str).encode())
+
+
+def sha256_tree(root: str | Path, files: list[Path] | None = None) -> str:
+    """Content hash of a folder: sha256 over sorted (relative path, file sha256) pairs."""
+    root = Path(root)
+    files = sorted(files if files is not None else (p for p in root.rglob("*") if p.is_file()))
+    h = hashlib.sha256()
+    for p in files:
+        h.update(f"{p.relative_to(root).as_posix()}\0{sha256_file(p)}\n".encode())
+    return h.hexdigest()
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Save a checkpoint atomically. ``state`` holds only tensors, numbers, strings, lists, dicts."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint on the CPU with ``weights_only=True`` (no pickled code is executed)."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)

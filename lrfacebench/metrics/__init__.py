@@ -1,0 +1,1 @@
+"""Metrics: FID/KID (clean-fid, offline), PSNR/SSIM, rank-1/CMC, complexity."""

@@ -1,0 +1,1 @@
+"""Network building blocks, discriminators and losses shared by CR and the baselines."""

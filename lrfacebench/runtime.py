@@ -1,0 +1,104 @@
+"""Device choice, seeding, determinism, distributed (torchrun) context and environment records."""
+from __future__ import annotations
+
+import os
+import platform
+import random
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import lrfacebench
+
+
+def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` -> CUDA (this rank's local GPU) when available, else CPU; ``cpu``, ``cuda``, ``cuda:N`` as given.
+
+    Raises ``ValueError`` for a CUDA request on a machine without CUDA.
+    """
+    if isinstance(spec, torch.device):
+        return spec
+    spec = (spec or "auto").lower()
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
+    dev = torch.device(spec)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {spec}: CUDA is not available on this machine (use cpu or auto)")
+    return dev
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch (all devices); optionally force deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process sits in a ``torchrun`` job (``world_size == 1`` when not distributed)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> "DistContext":
+        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),
+                   int(os.environ.get("WORLD_SIZE", 1)))
+
+
+def git_sha() -> str | None:
+    """Commit of the lrfacebench checkout, or ``None`` when not installed from git."""
+    root = Path(lrfacebench.__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(device: torch.device | None = None) -> dict[str, Any]:
+    """Versions, device and machine facts recorded with every run and result."""
+    import importlib.metadata as md
+
+    def ver(pkg: str) -> str | None:
+        try:
+            return md.version(pkg)
+        except md.PackageNotFoundError:
+            return None
+
+    env: dict[str, Any] = {
+        "lrfacebench": lrfacebench.__version__,
+        "git_sha": git_sha(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "argv": sys.argv,
+        **{p: ver(p) for p in ("torch", "torchvision", "numpy", "facenet-pytorch", "clean-fid",
+                               "opencv-python", "pillow", "scikit-image")},
+        "cuda_available": torch.cuda.is_available(),
+    }
+    if device is not None:
+        env["device"] = str(device)
+        if device.type == "cuda":
+            env["gpu"] = torch.cuda.get_device_name(device)
+            env["cuda"] = torch.version.cuda
+    return env

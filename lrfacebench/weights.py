@@ -1,0 +1,77 @@
+"""Every weight file the toolkit needs, where it is found offline, and its expected hash.
+
+``lrfb doctor`` checks them all without touching the network. Methods that need a weight
+file call :func:`locate`, which verifies the hash and fails with a clear message otherwise.
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from lrfacebench.io import sha256_file
+
+
+class WeightError(RuntimeError):
+    """A required weight file is missing or does not match its expected hash."""
+
+
+def _in_package(package: str, relpath: str) -> Callable[[], list[Path]]:
+    """Candidate path of a file shipped inside an installed package (found without importing it)."""
+
+    def find() -> list[Path]:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            return []
+        return [Path(loc) / relpath for loc in spec.submodule_search_locations]
+
+    return find
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    name: str
+    purpose: str
+    sha256: str
+    candidates: Callable[[], list[Path]]
+    how_to_get: str
+
+
+REGISTRY: dict[str, WeightFile] = {}
+
+
+def register(w: WeightFile) -> WeightFile:
+    REGISTRY[w.name] = w
+    return w
+
+
+for _net, _sha in (("pnet", "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f"),
+                   ("rnet", "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86"),
+                   ("onet", "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d")):
+    register(WeightFile(
+        name=f"mtcnn-{_net}", purpose="MTCNN face detector (dataset building)", sha256=_sha,
+        candidates=_in_package("facenet_pytorch", f"data/{_net}.pt"),
+        how_to_get="pip install 'facenet-pytorch>=2.5.3,<2.6' (the weights ship inside the wheel)"))
+
+
+def find(name: str) -> tuple[Path | None, str]:
+    """(verified path or None, status text) for registered weight ``name``."""
+    w = REGISTRY[name]
+    seen = []
+    for p in w.candidates():
+        if p.is_file():
+            digest = sha256_file(p)
+            if digest == w.sha256:
+                return p, str(p)
+            seen.append(f"{p} has sha256 {digest[:12]}…, expected {w.sha256[:12]}…")
+    return None, "; ".join(seen) or "not found"
+
+
+def locate(name: str) -> Path:
+    """Path of weight ``name`` after checking its sha256; :class:`WeightError` says how to get it."""
+    path, status = find(name)
+    if path is None:
+        w = REGISTRY[name]
+        raise WeightError(f"{w.name} ({w.purpose}): {status}. To get it: {w.how_to_get}")
+    return path

@@ -1,0 +1,1 @@
+"""Declarative dataset-building recipes (TOML), one per dataset; read by ``lrfb build-dataset``."""

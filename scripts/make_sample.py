@@ -1,0 +1,98 @@
+"""Rebuild the embedded sample ``lrfacebench/sample/`` from ``../shared/data``.
+
+Only files whose source repository licence allows redistribution (MIT, Boost 1.0,
+Apache-2.0) are taken. HR crops are resized to 128x128 (Lanczos, JPEG q92); genuine-LR
+crops and scene photos are copied byte for byte. Run from the repository root::
+
+    python scripts/make_sample.py --shared ../shared/data
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import shutil
+from pathlib import Path
+
+from PIL import Image
+
+REDISTRIBUTABLE = ("MIT", "Boost", "Apache")
+HR_SIZE = 128
+# Scenes with many genuine tiny faces, plus dlib's annotated PASCAL VOC photos.
+SCENES = (
+    "ultralight_groups/ultralight_25.jpg",
+    "ultralight_groups/ultralight_26.jpg",
+    "wider_samples/dsfd_0_Parade_Parade_0_873.jpg",
+    "wider_samples/dsfd_11_Meeting_Meeting_11_Meeting_Meeting_11_26.jpg",
+)
+DLIB_XML = ("training.xml", "testing.xml")
+# Genuine-LR crops from this scene form the sample's test split (whole scene held out).
+GENUINE_TEST_SCENE = "misc_groups/retinaface_img3.jpg"
+
+
+def _ok(licence: str) -> bool:
+    return licence.startswith(REDISTRIBUTABLE)
+
+
+def _rows(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "provenance.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--shared", type=Path, default=Path("../shared/data"))
+    ap.add_argument("--out", type=Path, default=Path("lrfacebench/sample"))
+    args = ap.parse_args()
+    src, out = args.shared, args.out
+    for sub in ("hr", "genuine_lr", "scenes"):
+        shutil.rmtree(out / sub, ignore_errors=True)
+        (out / sub).mkdir(parents=True)
+    records: list[dict[str, str]] = []
+
+    for r in _rows(src / "hr_faces"):
+        if not _ok(r["license"]):
+            continue
+        name = r["path"].replace("/", "__").rsplit(".", 1)[0] + ".jpg"
+        with Image.open(src / "hr_faces" / r["path"]) as im:
+            im = im.convert("RGB").resize((HR_SIZE, HR_SIZE), Image.Resampling.LANCZOS)
+            im.save(out / "hr" / name, quality=92)
+        records.append(dict(path=f"hr/{name}", kind="hr", split="", **_src(r),
+                            notes=f"{r['notes']}; resized to {HR_SIZE}x{HR_SIZE} (Lanczos), JPEG q92"))
+
+    for r in _rows(src / "genuine_lr"):
+        if not _ok(r["license"]):
+            continue
+        scene = re.search(r"scene file in scenes/: (\S+)", r["notes"]).group(1)
+        name = Path(r["path"]).name
+        shutil.copyfile(src / "genuine_lr" / r["path"], out / "genuine_lr" / name)
+        split = "test" if scene == GENUINE_TEST_SCENE else "train"
+        records.append(dict(path=f"genuine_lr/{name}", kind="genuine_lr", split=split,
+                            **_src(r), notes=r["notes"]))
+
+    scene_rows = {r["path"]: r for r in _rows(src / "scenes")}
+    dlib = sorted({m for x in DLIB_XML for m in re.findall(r"file='([^']+)'",
+                                                           (src / "scenes/dlib_faces" / x).read_text())})
+    for rel in list(SCENES) + [f"dlib_faces/{f}" for f in dlib] + [f"dlib_faces/{x}" for x in DLIB_XML]:
+        r = scene_rows[rel]
+        assert _ok(r["license"]), rel
+        dest = out / "scenes" / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / "scenes" / rel, dest)
+        records.append(dict(path=f"scenes/{rel}", kind="scene", split="", **_src(r), notes=r["notes"]))
+
+    fields = ["path", "kind", "split", "identity", "license", "source_repo", "source_path", "notes"]
+    with open(out / "provenance.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(sorted(records, key=lambda d: d["path"]))
+    print(f"wrote {len(records)} files to {out}")
+
+
+def _src(r: dict[str, str]) -> dict[str, str]:
+    return dict(identity=r.get("identity", ""), license=r["license"],
+                source_repo=r["source_repo"], source_path=r["source_path"])
+
+
+if __name__ == "__main__":
+    main()
