@@ -10,6 +10,11 @@ from lrfacebench.methods.base import Batch, Method, MethodConfig, Stage
 
 METHODS: dict[str, str] = {
     "bicubic": "lrfacebench.methods.bicubic:Bicubic",
+    "cr": "lrfacebench.methods.cr:CR",
+    "vdsr": "lrfacebench.baselines.vdsr:VDSR",
+    "srgan": "lrfacebench.baselines.srgan:SRGAN",
+    "cyclegan": "lrfacebench.baselines.cyclegan:CycleGAN",
+    "lrgan": "lrfacebench.baselines.lrgan:LRGAN",
 }
 
 
