@@ -81,12 +81,26 @@ def main() -> None:
         shutil.copyfile(src / "scenes" / rel, dest)
         records.append(dict(path=f"scenes/{rel}", kind="scene", split="", **_src(r), notes=r["notes"]))
 
+    _split_hr_by_identity(records)
     fields = ["path", "kind", "split", "identity", "license", "source_repo", "source_path", "notes"]
     with open(out / "provenance.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(sorted(records, key=lambda d: d["path"]))
     print(f"wrote {len(records)} files to {out}")
+
+
+def _split_hr_by_identity(records: list[dict[str, str]]) -> None:
+    """Every third identity with >= 2 HR images (sorted by label) is held out as ``test``
+    (rank-1 and FID reference in the demo benchmark); the rest, singletons included, is ``train``."""
+    hr = [r for r in records if r["kind"] == "hr"]
+    counts: dict[str, int] = {}
+    for r in hr:
+        counts[r["identity"]] = counts.get(r["identity"], 0) + 1
+    multi = sorted(k for k, n in counts.items() if k and n >= 2)
+    test = set(multi[2::3])
+    for r in hr:
+        r["split"] = "test" if r["identity"] in test else "train"
 
 
 def _src(r: dict[str, str]) -> dict[str, str]:
