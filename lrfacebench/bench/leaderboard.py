@@ -1,0 +1,174 @@
+"""The long (tidy) leaderboard: one row per (table, dataset, method, variant, metric) result.
+
+Reproduced rows and the paper's reported values share one schema; ``source`` tells them
+apart and the Markdown rendering labels reported values explicitly. Wide tables, merges
+across runs/machines (mean ± std over seeds) and best-value marking all derive from it.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from collections import defaultdict
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from lrfacebench.io import atomic_path
+
+
+@dataclass
+class Row:
+    """One result. ``value``/``std`` are floats (``nan`` when not applicable)."""
+
+    table: str
+    dataset: str
+    split: str
+    method: str
+    variant: str
+    metric: str
+    value: float
+    std: float = math.nan
+    n_runs: int = 1
+    n_images: int = 0
+    higher_is_better: bool = False
+    protocol: str = ""
+    source: str = "reproduced"  # reproduced | paper
+    run_id: str = ""
+    checkpoint_sha256: str = ""
+    config_sha256: str = ""
+    lrfb_version: str = ""
+    git_sha: str = ""
+    torch_version: str = ""
+    device: str = ""
+    date: str = ""
+
+    def key(self) -> tuple[str, ...]:
+        return (self.table, self.dataset, self.split, self.method, self.variant, self.metric,
+                self.protocol, self.source)
+
+
+COLUMNS = [f.name for f in fields(Row)]
+_FLOATS = {"value", "std"}
+_INTS = {"n_runs", "n_images"}
+
+
+def write_rows(path: str | Path, rows: Iterable[Row]) -> None:
+    """Write rows as CSV atomically, sorted by table, dataset, method, variant, metric."""
+    rows = sorted(rows, key=lambda r: (r.table, r.dataset, r.source != "reproduced", r.method,
+                                       r.variant, r.metric))
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        for r in rows:
+            d = asdict(r)
+            d["value"], d["std"] = _fmt(r.value), _fmt(r.std)
+            w.writerow(d)
+
+
+def read_rows(path: str | Path) -> list[Row]:
+    """Read a leaderboard CSV written by :func:`write_rows`; ``ValueError`` names a bad column."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = set(COLUMNS) - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{path}: not a leaderboard CSV, missing columns {sorted(missing)}")
+        out = []
+        for d in reader:
+            kw = {c: d[c] for c in COLUMNS}
+            for c in _FLOATS:
+                kw[c] = float(kw[c]) if kw[c] not in ("", "nan") else math.nan
+            for c in _INTS:
+                kw[c] = int(kw[c] or 0)
+            kw["higher_is_better"] = kw["higher_is_better"] in ("True", "true", "1")
+            out.append(Row(**kw))
+        return out
+
+
+def merge(rows: Sequence[Row]) -> list[Row]:
+    """Combine repeated results (same key: several seeds/machines) into mean ± std rows.
+
+    Rows that already carry a std from within-run trials (e.g. rank-1 over 10 trials) and
+    appear once keep it. Reported (paper) rows are deduplicated, never averaged with ours.
+    """
+    groups: dict[tuple[str, ...], list[Row]] = defaultdict(list)
+    for r in rows:
+        groups[r.key()].append(r)
+    out = []
+    for group in groups.values():
+        first = group[0]
+        if len(group) == 1 or first.source == "paper":
+            out.append(first)
+            continue
+        values = [r.value for r in group]
+        merged = Row(**{**asdict(first), "value": statistics.fmean(values),
+                        "std": statistics.stdev(values), "n_runs": sum(r.n_runs for r in group),
+                        "run_id": ";".join(sorted({r.run_id for r in group})),
+                        "checkpoint_sha256": ";".join(sorted({r.checkpoint_sha256 for r in group})),
+                        "device": ";".join(sorted({r.device for r in group}))})
+        out.append(merged)
+    return out
+
+
+def _fmt(x: float) -> str:
+    return "nan" if math.isnan(x) else (f"{x:.6g}" if abs(x) < 1e6 else f"{x:.6e}")
+
+
+def _cell(r: Row) -> str:
+    digits = 4 if abs(r.value) < 1 else 2
+    text = f"{r.value:.{digits}f}" if not math.isinf(r.value) else "inf"
+    if not math.isnan(r.std):
+        text += f" ± {r.std:.{digits}f}"
+    return text
+
+
+def render_markdown(rows: Sequence[Row], titles: dict[str, str] | None = None) -> str:
+    """Wide pipe tables, one per (table, metric): rows = method/variant, columns = datasets.
+
+    Our best value per column is bold (by the metric's direction); the paper's reported values
+    appear in separate rows labelled "(reported in paper)" and are never bolded.
+    """
+    titles = titles or {}
+    out: list[str] = []
+    by_table: dict[tuple[str, str], list[Row]] = defaultdict(list)
+    for r in rows:
+        by_table[(r.table, r.metric)].append(r)
+    for (table, metric), trs in sorted(by_table.items()):
+        datasets = sorted({r.dataset for r in trs})
+        direction = "higher is better" if trs[0].higher_is_better else "lower is better"
+        protocols = sorted({r.protocol for r in trs if r.source == "reproduced" and r.protocol})
+        out.append(f"### {titles.get(table, table)} — `{metric}` ({direction})\n")
+        if protocols:
+            out.append("Protocol: " + "; ".join(f"`{p}`" for p in protocols) + "\n")
+        best: dict[str, float] = {}
+        for d in datasets:
+            vals = [r.value for r in trs if r.dataset == d and r.source == "reproduced"
+                    and not math.isnan(r.value)]
+            if vals:
+                best[d] = max(vals) if trs[0].higher_is_better else min(vals)
+        labels: dict[tuple[str, str, str], dict[str, Row]] = defaultdict(dict)
+        for r in trs:
+            labels[(r.source, r.method, r.variant)][r.dataset] = r
+        out.append("| method | " + " | ".join(datasets) + " |")
+        out.append("|---|" + "---|" * len(datasets))
+        for (source, method, variant), cells in sorted(labels.items(),
+                                                      key=lambda kv: (kv[0][0] != "reproduced", kv[0][1:])):
+            name = method if variant in ("", "default") else f"{method} ({variant})"
+            if source == "paper":
+                name += " *(reported in paper)*"
+            row = []
+            for d in datasets:
+                r = cells.get(d)
+                if r is None:
+                    row.append("—")
+                    continue
+                text = _cell(r)
+                if source == "reproduced" and d in best and r.value == best[d]:
+                    text = f"**{text}**"
+                row.append(text)
+            out.append(f"| {name} | " + " | ".join(row) + " |")
+        n = sorted({f"{r.dataset}: N={r.n_images}" for r in trs if r.source == "reproduced" and r.n_images})
+        if n:
+            out.append("\n" + ", ".join(n))
+        out.append("")
+    return "\n".join(out)

@@ -1,0 +1,186 @@
+"""Dataset cards: curated text (``data_cards/<name>.md``) + figures and tables from ``stats.json``.
+
+The curated file follows the Hugging Face dataset-card structure (YAML front matter, then
+sections) and answers the *Datasheets for Datasets* questions that do not depend on a build.
+It marks where the generated sections go with ``<!-- generated: composition -->`` and
+``<!-- generated: collection -->``; missing markers append the sections at the end. The
+front matter gains ``size_categories`` from the counts.
+"""
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import click
+
+MARKERS = ("composition", "collection")
+FIELDS = {
+    "face_id": "stable id `s<shard>-<candidate>` (sortable)",
+    "source": "input file, relative to the source root (posix)",
+    "frame, time_s": "video frame index and time in seconds (empty for photos)",
+    "x1, y1, x2, y2": "face box in original pixels (paired sets: the HR crop square)",
+    "score": "detector probability (empty for ground-truth boxes and paired crops)",
+    "width, height": "box size in original pixels",
+    "identity": "identity label (empty when unknown)",
+    "split": "train, val, test or empty, as the source defines",
+    "crop": "native-size square crop PNG (no resampling)",
+    "lr16": "16x16 PNG: genuine LR = the crop resized with degrade.imresize (bicubic); paired = DS(hr64)",
+    "hr64": "64x64 HR PNG (paired sets only)",
+    "sha256": "sha256 of the crop PNG bytes",
+}
+
+
+def curated_text(name: str) -> str:
+    """The packaged curated card text for dataset ``name`` (``folder`` text for unknown names)."""
+    base = resources.files("lrfacebench.data_cards")
+    res = base.joinpath(f"{name}.md")
+    return (res if res.is_file() else base.joinpath("folder.md")).read_text(encoding="utf-8")
+
+
+def size_category(n: int) -> str:
+    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return label
+    return "1M<n<10M"
+
+
+def write_histogram(stats: dict[str, Any], path: Path) -> None:
+    """Bar chart of the average face size of kept faces (and all candidates, outlined)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lrfacebench.io import atomic_path
+
+    h = stats["size_histogram"]
+    cap = max([int(k) for k in h["kept"]] + [32])  # candidates larger than every kept face share one bar
+    def bars(hist: dict[str, int]) -> tuple[list[int], list[int]]:
+        acc: dict[int, int] = {}
+        for k, v in hist.items():
+            acc[min(int(k), cap + 1)] = acc.get(min(int(k), cap + 1), 0) + v
+        return list(acc), list(acc.values())
+
+    fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
+    ax.bar(*bars(h["candidates"]), width=0.9, color="none", edgecolor="grey", label="candidates")
+    ax.bar(*bars(h["kept"]), width=0.9, color="tab:blue", label="kept")
+    ax.set_xlabel(f"average face size (w+h)/2, px (last bar: > {cap})")
+    ax.set_ylabel("faces")
+    ax.set_title(f"{stats['dataset']}: {sum(h['kept'].values()):,} faces kept")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def composition(stats: dict[str, Any]) -> str:
+    c = stats["counts"]
+    s = stats.get("size_summary") or {}
+    rows = [("faces", f"{c['kept']:,}"),
+            ("source files with faces", f"{c['sources_with_faces']:,} of {c['items']:,} items read"),
+            ("faces with an identity", f"{c['faces_with_identity']:,} ({c['identities']:,} identities, "
+                                       f"{c['identities_with_2_faces']:,} with >= 2 faces)"),
+            ("splits", ", ".join(f"{k or '(none)'}: {v:,}" for k, v in c["splits"].items()) or "-")]
+    if s:
+        rows.append(("average face size (px)", f"min {s['min']}, median {s['median']}, mean {s['mean']}, max {s['max']}"))
+    out = ["## Composition", "", "*Generated from `stats.json` of this build.*", "", "| | |", "|---|---|"]
+    out += [f"| {k} | {v} |" for k, v in rows]
+    out += ["", "![Size histogram of kept faces](size_histogram.png)", "",
+            "Files: `manifest.csv` (one row per face), `crops/`, `lr16/`" + (", `hr64/`" if stats["kind"] == "paired" else "")
+            + ", `rejected.csv`, `unreadable.csv`, `stats.json`, `review/` (contact sheets).", "",
+            "| manifest column | meaning |", "|---|---|"]
+    out += [f"| `{k}` | {v} |" for k, v in FIELDS.items()]
+    return "\n".join(out)
+
+
+def collection(stats: dict[str, Any]) -> str:
+    cfg, c = stats["config"], stats["counts"]
+    env = stats.get("environment", {})
+    out = ["## Collection process", "", "*Generated from `stats.json` of this build.*", "",
+           f"- Source reader `{stats['source']}` with options `{_inline(cfg['source'])}`; "
+           f"{c['items']:,} items planned in {stats['shards']:,} shards, {c['items_unreadable']:,} unreadable, "
+           f"{c['annotation_problems']:,} annotation problems, {c['unreadable_rows']:,} rows in `unreadable.csv`."]
+    if stats["kind"] == "paired":
+        b = cfg["build"]
+        out.append(f"- Paired faces: the fixed crop of the source options above, resized to {b['hr_size']}x{b['hr_size']} "
+                   f"with `degrade.imresize` (MATLAB bicubic) and quantised; LR = `degrade.downsample` (DS, x"
+                   f"{b['hr_size'] // b['lr_size']}) of the quantised HR, quantised with `degrade.to_uint8`.")
+    else:
+        out += [f"- Detector `{cfg['detector']['name']}`: `{_inline(cfg['detector'])}`.",
+                f"- Filters: `{_inline(cfg['filters'])}`; a face takes the identity of the annotated head/person box "
+                f"holding at least {cfg['build']['identity_min_overlap']:.0%} of its area (best overlap wins).",
+                f"- Near-duplicates across shard borders are searched in the {cfg['build']['dedupe_window']} preceding shards."]
+    out += ["", f"Candidates: {c['candidates']:,}; kept after the shards' filters: {c['kept_in_shards']:,}; "
+                f"kept in the end: {c['kept']:,}.", ""]
+    if c["rejected_by_reason"]:
+        out += ["| rejected because | candidates |", "|---|---|"]
+        out += [f"| {k} | {v:,} |" for k, v in sorted(c["rejected_by_reason"].items(), key=lambda kv: -kv[1])]
+        out.append("")
+    evals = {k: v for k, v in stats.get("detector_eval", {}).items() if v["n_gt"]}
+    if evals:
+        out += ["Detector recall and precision on annotated faces of this build's inputs (IoU >= "
+                f"{cfg['build']['eval_min_iou']}; `native` = as stored, `Npx` = photo shrunk with `degrade.imresize` "
+                "so that the annotated faces average N px; every unmatched detection counts as a false positive, "
+                "so unannotated faces lower the precision):", "",
+                "| faces | annotated | detections | matched | recall | precision |", "|---|---|---|---|---|---|"]
+        out += [f"| {k} | {v['n_gt']} | {v['n_det']} | {v['n_tp']} | {v['recall']} | {v['precision']} |" for k, v in evals.items()]
+        out.append("")
+    t = stats["timings"]
+    out.append(f"Built with lrfacebench {env.get('lrfacebench')} (git {str(env.get('git_sha'))[:10]}), torch {env.get('torch')}, "
+               f"facenet-pytorch {env.get('facenet-pytorch')} on {env.get('device', 'cpu')}; config hash "
+               f"`{stats['config_hash'][:16]}`, plan hash `{stats['plan_hash'][:16]}`; shard worker time "
+               f"{t.get('total_s', 0):.0f} s. Annotation files (sha256): "
+               + (", ".join(f"`{k}` {v[:12]}" for k, v in stats["source_hashes"]["annotations"].items()) or "none")
+               + f"; inputs hash {stats['source_hashes']['inputs_sha256'][:12]} over {stats['source_hashes']['n_inputs_hashed']:,} files.")
+    return "\n".join(out)
+
+
+def _inline(d: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={json.dumps(v)}" for k, v in d.items())
+
+
+def render(stats: dict[str, Any], text: str) -> str:
+    """The card: curated ``text`` with the generated sections at their markers."""
+    parts = {"composition": composition(stats), "collection": collection(stats)}
+    if text.startswith("---\n"):
+        _, front, body = text.split("---\n", 2)
+        if "size_categories" not in front:
+            front += f"size_categories:\n- {size_category(stats['counts']['kept'])}\n"
+        head = f"---\n{front}---\n"
+    else:
+        head, body = "", text
+    for key, section in parts.items():
+        marker = f"<!-- generated: {key} -->"
+        body = body.replace(marker, section) if marker in body else body.rstrip() + "\n\n" + section + "\n"
+    return head + body
+
+
+def write_card(out: Path, text: str | None = None) -> Path:
+    """Write ``out/DATASET_CARD.md`` and ``out/size_histogram.png`` from ``out/stats.json``."""
+    from lrfacebench.io import write_text
+
+    stats = json.loads((out / "stats.json").read_text())
+    write_histogram(stats, out / "size_histogram.png")
+    path = out / "DATASET_CARD.md"
+    write_text(path, render(stats, text if text is not None else curated_text(stats["dataset"])))
+    return path
+
+
+@click.command("card")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--text", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Curated Markdown to use instead of the packaged data_cards/<name>.md.")
+def card_command(dataset: Path, text: Path | None) -> None:
+    """Regenerate DATASET_CARD.md and size_histogram.png of a built dataset from its stats.json.
+
+    \b
+    Example:
+      lrfb card lrfb-data/sample --text my-card.md
+    """
+    if not (dataset / "stats.json").is_file():
+        raise click.ClickException(f"{dataset}/stats.json not found: not a dataset built by `lrfb build-dataset`")
+    path = write_card(dataset, text.read_text(encoding="utf-8") if text else None)
+    click.echo(f"wrote {path}")

@@ -1,0 +1,568 @@
+"""Characteristic Regularisation (CR; Cheng, Zhu, Gong, WACV 2020), as specified in methods.md §1.
+
+Genuine LR x_g --phi_cr--> regulated LR r (artificial-LR characteristics) --phi_sr--> 64x64 SR.
+
+Networks (``self.nets``; images in [-1,1] inside this module, [0,1] at the Method interface):
+
+- ``phi_cr``, ``phi_cr_tilde`` (:class:`PhiCR`, 16->16): genuine->artificial and its inverse.
+- ``D``, ``D_tilde`` (SNGAN ResNet, 16x16 -> logit): artificial vs regulated / genuine vs pseudo-genuine.
+- ``phi_sr`` (:class:`PhiSR`, 16->64): the "adapted SRGAN" with 12/3/2 residual blocks.
+- ``D_prime`` (5 FC layers on 512-d phi_fr features): Eq. 8.
+- ``phi_fr`` (CentreFace) and ``centre_loss`` (its class centres): pre-trained, then frozen.
+- ``D_sr`` (SRGAN discriminator): stage-1 adversarial loss of phi_sr.
+
+Stages (stage 1's three parts are independent of each other, so running them one after the
+other is the same as the paper's "in parallel"):
+
+- ``stage1_sr``: phi_sr by Eq. 1 (MSE) + 1e-3 adversarial with D_sr, on (y, x_a = DS(y)).
+- ``stage1_fr``: phi_fr by softmax + 0.003 centre loss on HR identities (SGD).
+- ``stage1_cc``: per iteration a D~ step, a phi~_cr step (Eq. 5), a D step (Eq. 3), a phi_cr
+  step (Eq. 6), on unpaired x_a and x_g.
+- ``stage2``: phi_cr and phi_sr jointly by Eq. 9 (one Adam), then a D step and a D' step;
+  D~, phi~_cr, D_sr and phi_fr are frozen (requires_grad off, eval mode).
+
+Fill-ins and deviations from the paper (each also commented where it happens):
+
+- every ``||.||^2`` is a mean (methods.md §1.5.1); GANs are vanilla log loss in the
+  non-saturating form (``gan_form="saturating"`` for the literal minimax form, applied to every
+  generator-side log loss of CR);
+- phi_cr / phi~_cr: conv3x3+ReLU head, 3 residual blocks, conv3x3 tail, global input skip; the
+  tail conv is zero-initialised so both start exactly at the identity (our fill-in, §1.5.4);
+- phi_sr: SRGAN's trunk (12 blocks + conv3x3-BN, skip from the head) then x2, 3 blocks with a
+  skip, x2, 2 blocks with a skip, conv9x9 + tanh (1,623,575 parameters: methods.md's 1.62M);
+- D, D~: SNGAN-style (128 ch, spectral norm, 2 down-sampling blocks, sum pool); D': 512-512-256-
+  128-64-1 with LeakyReLU 0.2; Adam beta=(0.9, 0.999) for all Adam optimisers (TF default);
+- phi_fr: our small residual CentreFace (``nn.centreface``), SGD momentum 0.9 / wd 5e-4, no
+  learning-rate decay, lr 0.00625 (Wen et al.'s 0.1 at batch 256 scaled to batch 16; the spec's
+  0.1 diverges on our network); its schedule length is not in the paper (see :data:`PAPER_ITERATIONS`);
+- Eq. 6's input phi~_cr(x_a) is computed with phi~_cr in eval mode and without gradient, so no
+  Eq. 6 gradient reaches phi~_cr ("learned independently", §1.5.5);
+- Eq. 7's target phi_cr(x_g) is stop-gradient; whether Eq. 7/8 gradients reach phi_cr through
+  phi_sr's input is ``cr_grad_into_phi_cr`` (default ``input_path``, §1.3);
+- the stage-2 D step uses the regulated batch computed before that iteration's generator update.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lrfacebench.degrade import KERNELS, downsample
+from lrfacebench.methods.base import Batch, Method, MethodConfig, Stage
+from lrfacebench.nn.blocks import BasicResidualBlock, MLPDiscriminator
+from lrfacebench.nn.centreface import CentreFace, CentreLoss
+from lrfacebench.nn.losses import bce_fake, bce_real
+from lrfacebench.nn.sngan import SNResNetDiscriminator
+from lrfacebench.nn.srgan import ResidualBlock, SRGANDiscriminator, UpsampleBlock, conv
+
+log = logging.getLogger(__name__)
+
+# Dataset sizes used to turn the paper's epochs into iterations (methods.md §1.4).
+CELEBA_FACES = 202_599  # HR auxiliary set: one stage-1 SR / stage-2 epoch is one pass over it
+WIDER_FACES = 153_440  # genuine LR training faces: one CC epoch is one pass over them
+PAPER_BATCH = 16
+
+
+def _epochs_to_iterations(epochs: int, n_faces: int, batch: int = PAPER_BATCH) -> int:
+    return epochs * math.ceil(n_faces / batch)
+
+
+PAPER_ITERATIONS = {
+    "stage1_sr": _epochs_to_iterations(100, CELEBA_FACES),  # 100 epochs x 12,663 = 1,266,300
+    # Fill-in: the paper gives no CentreFace schedule. We use as many samples as Wen et al.'s
+    # 28k iterations at batch 256, i.e. 448,000 iterations at batch 16.
+    "stage1_fr": 28_000 * 256 // PAPER_BATCH,
+    "stage1_cc": _epochs_to_iterations(130, WIDER_FACES),  # 130 epochs x 9,590 = 1,246,700
+    "stage2": _epochs_to_iterations(10, CELEBA_FACES),  # 10 epochs x 12,663 = 126,630
+}
+
+# Nets each stage trains; every other net is frozen (requires_grad off) and kept in eval mode.
+TRAINED_NETS: dict[str, tuple[str, ...]] = {
+    "stage1_sr": ("phi_sr", "D_sr"),
+    "stage1_fr": ("phi_fr", "centre_loss"),
+    "stage1_cc": ("phi_cr", "phi_cr_tilde", "D", "D_tilde"),
+    "stage2": ("phi_cr", "phi_sr", "D", "D_prime"),
+}
+STAGE_NEEDS: dict[str, tuple[str, ...]] = {
+    "stage1_sr": ("hr", "lr_artificial"),
+    "stage1_fr": ("hr", "identity"),
+    "stage1_cc": ("lr_artificial", "lr_genuine"),
+    "stage2": ("hr", "lr_artificial", "lr_genuine"),
+}
+
+
+# ----- networks ---------------------------------------------------------------------------------
+class PhiCR(nn.Module):
+    """Characteristic regulariser (phi_cr) or its inverse (phi~_cr): ``(N,3,16,16)`` -> same shape,
+    [-1,1] in, unbounded out (no output activation, methods.md §1.1).
+
+    conv3x3 3->64 + ReLU; 3 :class:`BasicResidualBlock`; conv3x3 64->3; plus the input (global
+    skip). 225,859 parameters. The tail conv starts at zero, so the network starts as identity.
+    """
+
+    def __init__(self, ch: int = 64, n_blocks: int = 3) -> None:
+        super().__init__()
+        self.head = nn.Sequential(nn.Conv2d(3, ch, 3, padding=1), nn.ReLU(inplace=True))
+        self.blocks = nn.Sequential(*[BasicResidualBlock(ch) for _ in range(n_blocks)])
+        self.tail = nn.Conv2d(ch, 3, 3, padding=1)
+        nn.init.zeros_(self.tail.weight)
+        nn.init.zeros_(self.tail.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.tail(self.blocks(self.head(x)))
+
+
+class PhiSR(nn.Module):
+    """CR's SR module (phi_sr, "adapted SRGAN"): ``(N,3,16,16)`` in [-1,1] -> ``(N,3,64,64)`` in [-1,1].
+
+    conv9x9 3->64 + PReLU; group 1 = 12 SRGAN residual blocks + conv3x3 + BN with a skip from the
+    head (SRGAN's trunk); then for groups 2 and 3 (3 and 2 blocks): x2 sub-pixel up-sampling, the
+    blocks, a skip around them; conv9x9 64->3 + tanh. 1,623,575 parameters.
+
+    The paper says only "3 groups containing 12/3/2 residual blocks, resolution x2 across each
+    group". The skips around groups 2 and 3 and the tanh are our fill-ins (methods.md §1.1); the
+    conv-BN closing group 1 is SRGAN's, and it is what makes methods.md's 1.62M.
+    """
+
+    def __init__(self, ch: int = 64, groups: Sequence[int] = (12, 3, 2)) -> None:
+        super().__init__()
+        self.head = nn.Sequential(conv(3, ch, 9), nn.PReLU())
+        self.trunk = nn.Sequential(*[ResidualBlock(ch) for _ in range(groups[0])],
+                                   conv(ch, ch), nn.BatchNorm2d(ch))
+        self.ups = nn.ModuleList(UpsampleBlock(ch) for _ in groups[1:])
+        self.groups = nn.ModuleList(nn.Sequential(*[ResidualBlock(ch) for _ in range(n)])
+                                    for n in groups[1:])
+        self.tail = nn.Sequential(conv(ch, 3, 9), nn.Tanh())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.head(x)
+        h = h + self.trunk(h)
+        for up, group in zip(self.ups, self.groups):
+            h = up(h)
+            h = h + group(h)
+        return self.tail(h)
+
+
+# ----- config -----------------------------------------------------------------------------------
+@dataclass
+class CRConfig(MethodConfig):
+    """CR's options; defaults are the paper's (methods.md §1), fill-ins marked in comments."""
+
+    # schedule, in iterations (the paper's epochs converted with PAPER_ITERATIONS)
+    sr_iterations: int = PAPER_ITERATIONS["stage1_sr"]
+    fr_iterations: int = PAPER_ITERATIONS["stage1_fr"]
+    cc_iterations: int = PAPER_ITERATIONS["stage1_cc"]
+    joint_iterations: int = PAPER_ITERATIONS["stage2"]
+    batch_size: int = 16  # per stream
+    fr_batch_size: int = 16  # CentreFace batch (the paper names 16 for everything)
+    cc_tilde_warmup: int = 0  # option: first N stage1_cc iterations train only D~ and phi~_cr
+    # optimisers
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)  # fill-in: TF's Adam default
+    # CentreFace SGD, fill-in after Wen et al. (lr 0.1 at batch 256, momentum 0.9, wd 5e-4).
+    # Deviation from methods.md's "SGD 0.1": on our phi_fr lr 0.1 diverges (NaN within 10
+    # iterations on the sample at batch 16 and at batch 64), so we scale Wen's lr linearly to
+    # our batch: 0.1 * 16 / 256 = 0.00625 (stable; see tests/test_cr.py).
+    fr_lr: float = 0.1 * 16 / 256
+    fr_momentum: float = 0.9
+    fr_weight_decay: float = 5e-4
+    centre_weight: float = 0.003
+    centre_lr: float = 0.5
+    # loss weights
+    lambda_gan: float = 0.2  # lambda of Eq. 6
+    lambda_cr: float = 0.06  # Eq. 9
+    lambda_cr_sr: float = 0.01  # Eq. 9 (0 for the W/O UL ablation)
+    lambda_cr_gan: float = 0.03  # Eq. 9
+    sr_adv_weight: float = 1e-3  # stage-1 SR adversarial weight (SRGAN's)
+    tilde_identity_l1: float = 0.0  # option (methods.md §1.5.4): L1(phi~_cr(x_a), x_a) weight
+    # resolutions of the paper's ambiguities (methods.md §1.5)
+    gan_form: str = "non_saturating"  # or "saturating"
+    cr_grad_into_phi_cr: str = "input_path"  # or "none"
+    d_prime_input: str = "raw"  # or "l2norm": D' sees L2-normalised phi_fr features
+    ds_kernel: str = "bicubic"  # f_DS of Eq. 7; must be the kernel that made x_a
+    # ablations (see CR.variants)
+    use_cr: bool = True  # False: W/O CR (Table 4)
+    joint_finetune: bool = True  # False: W/O SR-RI (Table 6), no stage 2
+
+    def validate(self) -> None:
+        choices = {"gan_form": ("non_saturating", "saturating"),
+                   "cr_grad_into_phi_cr": ("input_path", "none"),
+                   "d_prime_input": ("raw", "l2norm"),
+                   "ds_kernel": KERNELS}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"cr: {key}={getattr(self, key)!r}; choose one of {allowed}")
+        for key in ("sr_iterations", "fr_iterations", "cc_iterations", "joint_iterations",
+                    "cc_tilde_warmup"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"cr: {key} must be >= 0, got {getattr(self, key)}")
+        if self.batch_size < 1 or self.fr_batch_size < 1:
+            raise ValueError("cr: batch sizes must be >= 1")
+        if self.centre_weight <= 0:
+            raise ValueError("cr: centre_weight must be > 0 (centre gradients are divided by it)")
+
+
+# ----- helpers ----------------------------------------------------------------------------------
+def _pm(x: torch.Tensor) -> torch.Tensor:
+    """[0,1] -> [-1,1]."""
+    return x * 2.0 - 1.0
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """[-1,1] -> [0,1], clamped."""
+    return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+@contextlib.contextmanager
+def _no_param_grad(*modules: nn.Module) -> Iterator[None]:
+    """Temporarily stop gradients into ``modules``' parameters (gradients still flow through them)."""
+    saved = [(p, p.requires_grad) for m in modules for p in m.parameters()]
+    for p, _ in saved:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in saved:
+            p.requires_grad_(flag)
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[None]:
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+def _floats(terms: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    return {k: v.item() for k, v in terms.items()}
+
+
+def _disc_accuracy(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """Fraction of a discriminator's decisions that are right (real logit > 0, fake logit < 0)."""
+    return float(torch.cat([(real > 0), (fake < 0)]).float().mean())
+
+
+# ----- the method -------------------------------------------------------------------------------
+class CR(Method):
+    name = "cr"
+    summary = "Characteristic Regularisation (Cheng, Zhu, Gong, WACV 2020): phi_sr(phi_cr(x))"
+    Config = CRConfig
+    presets = {
+        "paper": {},
+        # ~25 min on 2 CPU cores (measured figures in the module docstring of tests/test_cr.py's
+        # report); batch 16 as the paper, iteration counts scaled down.
+        "cpu": {"sr_iterations": 1500, "fr_iterations": 600, "cc_iterations": 1000,
+                "joint_iterations": 400},
+        # a whole `lrfb train cr` in a few seconds: every step of every stage runs twice
+        "smoke": {"sr_iterations": 2, "fr_iterations": 2, "cc_iterations": 2,
+                  "joint_iterations": 2, "batch_size": 4, "fr_batch_size": 4},
+    }
+    variants = {
+        "default": {},
+        "wo_cr": {"use_cr": False},  # Table 4: L_base = L_sr + 0.01 L_cr-sr + 0.03 L_cr-gan, r := x_g
+        "wo_srri": {"joint_finetune": False},  # Table 6: stage-1 phi_sr(stage-1 phi_cr(x_g))
+        "wo_ul": {"lambda_cr_sr": 0.0},  # Table 7: no unsupervised Eq. 7 loss in stage 2
+    }
+    deployed = ("phi_cr", "phi_sr")
+
+    def __init__(self, config: CRConfig, device: torch.device | str = "cpu") -> None:
+        super().__init__(config, device)
+        config.validate()
+        c = config
+        if not c.use_cr:
+            self.deployed = ("phi_sr",)  # W/O CR has no regulariser
+        nets: dict[str, nn.Module] = {"phi_sr": PhiSR(), "D_sr": SRGANDiscriminator(in_size=64),
+                                      "phi_fr": CentreFace(c.n_identities, feat_dim=512),
+                                      "centre_loss": CentreLoss(c.n_identities, feat_dim=512),
+                                      "D_prime": MLPDiscriminator((512, 512, 256, 128, 64, 1))}
+        if c.use_cr:
+            nets["phi_cr"] = PhiCR()
+            nets["phi_cr_tilde"] = PhiCR()
+            nets["D"] = SNResNetDiscriminator([128] * 6, [True, True] + [False] * 4)
+            nets["D_tilde"] = SNResNetDiscriminator([128] * 6, [True, True] + [False] * 4)
+        self.nets = {k: v.to(self.device) for k, v in nets.items()}
+
+        def adam(*names: str) -> torch.optim.Adam:
+            params = [p for n in names for p in self.nets[n].parameters()]
+            return torch.optim.Adam(params, lr=c.lr, betas=tuple(c.betas))
+
+        self.optimizers = {
+            "phi_sr": adam("phi_sr"), "D_sr": adam("D_sr"),
+            "phi_fr": torch.optim.SGD(self.nets["phi_fr"].parameters(), lr=c.fr_lr,
+                                      momentum=c.fr_momentum, weight_decay=c.fr_weight_decay),
+            "centre_loss": torch.optim.SGD(self.nets["centre_loss"].parameters(), lr=c.centre_lr),
+            "D_prime": adam("D_prime"),
+            # stage 2: one Adam over theta_sr and theta_cr (Eq. 9)
+            "G": adam("phi_sr", "phi_cr") if c.use_cr else adam("phi_sr"),
+        }
+        if c.use_cr:
+            self.optimizers.update(phi_cr=adam("phi_cr"), phi_cr_tilde=adam("phi_cr_tilde"),
+                                   D=adam("D"), D_tilde=adam("D_tilde"))
+        self._stage: str | None = None
+        self._active: set[str] | None = None  # nets trainable in the current stage
+        self._training = True
+        self.skipped_fr_batches = 0
+
+    # ----- mode / freezing ---------------------------------------------------------------------
+    def train(self, mode: bool = True) -> "CR":
+        """Set train/eval mode; nets frozen in the current stage always stay in eval mode."""
+        self._training = mode
+        for name, net in self.nets.items():
+            net.train(mode and (self._active is None or name in self._active))
+        return self
+
+    def enter_stage(self, stage: str) -> None:
+        """Freeze every net ``stage`` does not train (requires_grad off, eval mode). Called by
+        :meth:`train_step`; idempotent."""
+        if stage not in TRAINED_NETS:
+            raise ValueError(f"cr: unknown stage {stage!r}; stages are {list(TRAINED_NETS)}")
+        if stage == self._stage:
+            return
+        self._stage = stage
+        self._active = set(TRAINED_NETS[stage]) & set(self.nets)
+        for name, net in self.nets.items():
+            net.requires_grad_(name in self._active)
+        self.train(self._training)
+        log.debug("cr: entering %s, training %s", stage, sorted(self._active))
+
+    def _update(self, opt: str, loss: torch.Tensor) -> None:
+        """Zero ``opt``'s gradients, back-propagate ``loss``, step ``opt``."""
+        optimizer = self.optimizers[opt]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def _g_adv(self, logits: torch.Tensor) -> torch.Tensor:
+        """Generator side of a log-loss GAN: non-saturating ``-log D(G)`` or saturating ``log(1-D(G))``."""
+        if self.config.gan_form == "saturating":
+            return -bce_fake(logits)
+        return bce_real(logits)
+
+    # ----- stages ------------------------------------------------------------------------------
+    def stages(self) -> list[Stage]:
+        c = self.config
+        plan = [("stage1_sr", c.sr_iterations, c.batch_size),
+                ("stage1_fr", c.fr_iterations, c.fr_batch_size)]
+        if c.use_cr:
+            plan.append(("stage1_cc", c.cc_iterations, c.batch_size))
+        if c.joint_finetune:
+            plan.append(("stage2", c.joint_iterations, c.batch_size))
+        return [Stage(name, iters, STAGE_NEEDS[name], batch) for name, iters, batch in plan]
+
+    def train_step(self, stage: str, batch: Batch, step: int) -> dict[str, float]:
+        """One iteration of ``stage`` (``step`` counts from 0 within the stage).
+
+        Returns every loss term (``L_*``, unweighted, batch means) and each discriminator's
+        accuracy on the batch (``acc_*``).
+        """
+        handlers = {"stage1_sr": self._step_sr, "stage1_fr": self._step_fr,
+                    "stage1_cc": self._step_cc, "stage2": self._step_joint}
+        if stage not in {s.name for s in self.stages()}:
+            raise ValueError(f"cr ({self.config.variant}): unknown stage {stage!r}; "
+                             f"stages are {[s.name for s in self.stages()]}")
+        for stream in STAGE_NEEDS[stage]:
+            if getattr(batch, stream) is None:
+                raise ValueError(f"cr: stage {stage} needs the batch stream {stream!r}, got None")
+        self.enter_stage(stage)
+        return handlers[stage](batch, step)
+
+    # ----- loss terms (tensors; the steps below combine them and update) -------------------------
+    # Images are in [-1,1]. Each function builds its graph so that only the nets the spec says
+    # (methods.md §1.3) can receive gradients from it; tests/test_cr.py checks every one.
+    def disc_loss(self, name: str, real: torch.Tensor, fake: torch.Tensor
+                  ) -> tuple[torch.Tensor, float]:
+        """Discriminator step loss of net ``name``: ``bce(D(real),1) + bce(D(sg fake),0)``.
+        Returns (loss, accuracy of D's decisions on this batch)."""
+        d = self.nets[name]
+        real_logits, fake_logits = d(real), d(fake.detach())
+        return bce_real(real_logits) + bce_fake(fake_logits), _disc_accuracy(real_logits, fake_logits)
+
+    def sr_generator_losses(self, y: torch.Tensor, x_a: torch.Tensor
+                            ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Stage-1 SR: ``L_sr = mse(phi_sr(x_a), y)`` (Eq. 1) and ``L_sr_adv = bce(D_sr(phi_sr(x_a)),1)``.
+        Returns (phi_sr(x_a), terms). D_sr's parameters get no gradient."""
+        sr = self.nets["phi_sr"](x_a)
+        with _no_param_grad(self.nets["D_sr"]):
+            adv = self._g_adv(self.nets["D_sr"](sr))
+        return sr, {"L_sr": F.mse_loss(sr, y), "L_sr_adv": adv}
+
+    def fr_losses(self, y: torch.Tensor, ids: torch.Tensor
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """CentreFace: softmax cross-entropy and centre loss of labelled faces ``ids >= 0``.
+        Returns (logits, terms)."""
+        phi_fr = self.nets["phi_fr"]
+        feat = phi_fr.embed(y)
+        logits = phi_fr.classify(feat)
+        return logits, {"L_fr_softmax": F.cross_entropy(logits, ids),
+                        "L_fr_centre": self.nets["centre_loss"](feat, ids)}
+
+    def tilde_generator_losses(self, x_a: torch.Tensor, pseudo: torch.Tensor
+                               ) -> dict[str, torch.Tensor]:
+        """phi~_cr side of Eq. 5: ``bce(D~(phi~_cr(x_a)),1)``, plus the optional identity L1
+        (weight ``tilde_identity_l1``, 0 by default). ``pseudo = phi~_cr(x_a)``."""
+        with _no_param_grad(self.nets["D_tilde"]):
+            gan = self._g_adv(self.nets["D_tilde"](pseudo))
+        return {"L_gan_tilde": gan, "L_tilde_id": F.l1_loss(pseudo, x_a)}
+
+    def _pseudo_genuine(self, x_a: torch.Tensor) -> torch.Tensor:
+        """sg phi~_cr(x_a), with phi~_cr in eval mode: no Eq. 6 gradient reaches phi~_cr."""
+        phi_t = self.nets["phi_cr_tilde"]
+        with torch.no_grad(), _eval_mode(phi_t):
+            return phi_t(x_a)
+
+    def cr_losses(self, x_a: torch.Tensor, r: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Eq. 6 with ``r = phi_cr(x_g)``: ``L_cr_rec = mse(phi_cr(sg phi~_cr(x_a)), x_a)``,
+        ``L_gan = bce(D(r),1)`` (Eq. 3, generator side), ``L_cr = L_cr_rec + lambda L_gan``.
+        Only phi_cr gets gradients (not phi~_cr, not D)."""
+        rec = F.mse_loss(self.nets["phi_cr"](self._pseudo_genuine(x_a)), x_a)
+        with _no_param_grad(self.nets["D"]):
+            gan = self._g_adv(self.nets["D"](r))
+        return {"L_cr": rec + self.config.lambda_gan * gan, "L_cr_rec": rec, "L_gan": gan}
+
+    def _fr_features(self, img: torch.Tensor) -> torch.Tensor:
+        """phi_fr features of 64x64 images in [-1,1] as D' sees them (raw or L2-normalised)."""
+        feat = self.nets["phi_fr"].embed(img)
+        return F.normalize(feat, dim=1) if self.config.d_prime_input == "l2norm" else feat
+
+    def joint_losses(self, y: torch.Tensor, x_a: torch.Tensor, x_g: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Stage-2 terms. Returns (r, phi_fr features of phi_sr(r), terms) with
+        ``r = phi_cr(x_g)`` (``x_g`` itself for W/O CR) and terms
+
+        - ``L_sr = mse(phi_sr(x_a), y)`` (Eq. 1, MSE only);
+        - ``L_cr``, ``L_cr_rec``, ``L_gan`` (Eq. 6; not for W/O CR);
+        - ``L_cr_sr = mse(DS(phi_sr(r)), sg r)`` (Eq. 7);
+        - ``L_cr_gan = bce(D'(phi_fr(phi_sr(r))),1)`` (Eq. 8, generator side; through the frozen phi_fr);
+        - ``L_G`` = Eq. 9 (W/O CR: ``L_base = L_sr + l_cr_sr L_cr_sr + l_cr_gan L_cr_gan``).
+        """
+        c = self.config
+        phi_sr = self.nets["phi_sr"]
+        terms = {"L_sr": F.mse_loss(phi_sr(x_a), y)}
+        if c.use_cr:
+            r = self.nets["phi_cr"](x_g)
+            terms.update(self.cr_losses(x_a, r))
+        else:
+            r = x_g
+        # Eq. 7 / Eq. 8 reach phi_cr only through phi_sr's input, and only with input_path
+        sr_r = phi_sr(r if c.cr_grad_into_phi_cr == "input_path" else r.detach())
+        terms["L_cr_sr"] = F.mse_loss(downsample(sr_r, 4, c.ds_kernel), r.detach())
+        with _no_param_grad(self.nets["D_prime"]):
+            feat_fake = self._fr_features(sr_r)
+            terms["L_cr_gan"] = self._g_adv(self.nets["D_prime"](feat_fake))
+        total = terms["L_sr"] + c.lambda_cr_sr * terms["L_cr_sr"] + c.lambda_cr_gan * terms["L_cr_gan"]
+        if c.use_cr:
+            total = total + c.lambda_cr * terms["L_cr"]
+        terms["L_G"] = total
+        return r, feat_fake, terms
+
+    # ----- steps ---------------------------------------------------------------------------------
+    def _step_sr(self, batch: Batch, step: int) -> dict[str, float]:
+        """Eq. 1 + 1e-3 adversarial (phi_sr step), then the D_sr step (SRGAN's order)."""
+        y, x_a = _pm(batch.hr), _pm(batch.lr_artificial)
+        sr, terms = self.sr_generator_losses(y, x_a)
+        self._update("phi_sr", terms["L_sr"] + self.config.sr_adv_weight * terms["L_sr_adv"])
+        l_d, acc = self.disc_loss("D_sr", y, sr)
+        self._update("D_sr", l_d)
+        return {**_floats(terms), "L_D_sr": l_d.item(), "acc_D_sr": acc}
+
+    def _step_fr(self, batch: Batch, step: int) -> dict[str, float]:
+        """CentreFace: softmax + centre_weight * centre loss; faces with identity -1 are left out."""
+        c = self.config
+        if c.n_identities < 2:
+            raise ValueError("cr: stage1_fr trains phi_fr (CentreFace) on HR identities, but "
+                             f"n_identities={c.n_identities}; the HR set needs identity labels")
+        ids = batch.identity.to(self.device)
+        if int(ids.max()) >= c.n_identities:
+            raise ValueError(f"cr: identity {int(ids.max())} out of range for "
+                             f"n_identities={c.n_identities}")
+        keep = ids >= 0
+        if not bool(keep.any()):
+            self.skipped_fr_batches += 1
+            log.warning("cr: stage1_fr batch %d has no labelled face; skipped (%d so far)",
+                        step, self.skipped_fr_batches)
+            return {"fr_skipped": float(self.skipped_fr_batches)}
+        logits, terms = self.fr_losses(_pm(batch.hr[keep]), ids[keep])
+        opt_fr, opt_centre = self.optimizers["phi_fr"], self.optimizers["centre_loss"]
+        opt_fr.zero_grad(set_to_none=True)
+        opt_centre.zero_grad(set_to_none=True)
+        (terms["L_fr_softmax"] + c.centre_weight * terms["L_fr_centre"]).backward()
+        opt_fr.step()
+        # centres move by centre_lr * d(centre loss)/dc whatever centre_weight is (KaiyangZhou)
+        self.nets["centre_loss"].centres.grad.mul_(1.0 / c.centre_weight)
+        opt_centre.step()
+        acc = float((logits.argmax(1) == ids[keep]).float().mean())
+        return {**_floats(terms), "acc_fr": acc}
+
+    def _step_cc(self, batch: Batch, step: int) -> dict[str, float]:
+        """D~ step, phi~_cr step (Eq. 5), D step (Eq. 3), phi_cr step (Eq. 6), in that order."""
+        c = self.config
+        x_a, x_g = _pm(batch.lr_artificial), _pm(batch.lr_genuine)
+        # Eq. 5 (its "max_D" is a typo for D~, methods.md §1.5.3): D~ tells genuine LR (real)
+        # from pseudo-genuine phi~_cr(x_a) (fake).
+        pseudo = self.nets["phi_cr_tilde"](x_a)
+        l_d_t, acc_t = self.disc_loss("D_tilde", x_g, pseudo)
+        self._update("D_tilde", l_d_t)
+        tilde = self.tilde_generator_losses(x_a, pseudo)
+        self._update("phi_cr_tilde", tilde["L_gan_tilde"] + c.tilde_identity_l1 * tilde["L_tilde_id"])
+        out = {"L_D_tilde": l_d_t.item(), "acc_D_tilde": acc_t, **_floats(tilde)}
+        if step < c.cc_tilde_warmup:
+            return out
+        # Eq. 3, D step: artificial LR (real) vs regulated phi_cr(x_g) (fake)
+        r = self.nets["phi_cr"](x_g)
+        l_d, acc = self.disc_loss("D", x_a, r)
+        self._update("D", l_d)
+        # Eq. 6, phi_cr step
+        cr = self.cr_losses(x_a, r)
+        self._update("phi_cr", cr["L_cr"])
+        return {**out, "L_D": l_d.item(), "acc_D": acc, **_floats(cr)}
+
+    def _step_joint(self, batch: Batch, step: int) -> dict[str, float]:
+        """Eq. 9 step over phi_sr and phi_cr (one Adam), then a D step (Eq. 3) and a D' step (Eq. 8).
+
+        The D step sees the regulated batch from before this iteration's generator update.
+        """
+        y, x_a, x_g = _pm(batch.hr), _pm(batch.lr_artificial), _pm(batch.lr_genuine)
+        r, feat_fake, terms = self.joint_losses(y, x_a, x_g)
+        self._update("G", terms["L_G"])
+        out = _floats(terms)
+        if self.config.use_cr:  # D keeps training in stage 2 (L_cr contains L_gan, §1.5.7)
+            l_d, out["acc_D"] = self.disc_loss("D", x_a, r)
+            self._update("D", l_d)
+            out["L_D"] = l_d.item()
+        with torch.no_grad():  # phi_fr is frozen: D' sees fixed features of y and sg phi_sr(r)
+            feat_real = self._fr_features(y)
+        l_dp, out["acc_D_prime"] = self.disc_loss("D_prime", feat_real, feat_fake)
+        self._update("D_prime", l_dp)
+        out["L_D_prime"] = l_dp.item()
+        return out
+
+    # ----- inference ---------------------------------------------------------------------------
+    def super_resolve(self, lr: torch.Tensor, artificial: bool = False) -> torch.Tensor:
+        """Genuine LR: ``phi_sr(phi_cr(x))``; artificial LR (``DS(hr)``, e.g. Helen): ``phi_sr(x)``.
+        ``(N,3,16,16)`` in [0,1] -> ``(N,3,64,64)`` in [0,1], clamped."""
+        x = _pm(lr.to(self.device))
+        if self.config.use_cr and not artificial:
+            x = self.nets["phi_cr"](x)
+        return _unit(self.nets["phi_sr"](x))
+
+    def regulate(self, lr: torch.Tensor) -> torch.Tensor | None:
+        """Regulated LR ``phi_cr(x)`` (Table 5): ``(N,3,16,16)`` in [0,1] -> same, clamped to [0,1];
+        ``None`` for W/O CR."""
+        if not self.config.use_cr:
+            return None
+        return _unit(self.nets["phi_cr"](_pm(lr.to(self.device))))
+
+    def extra_state(self) -> dict[str, int]:
+        return {"skipped_fr_batches": self.skipped_fr_batches}
+
+    def load_extra_state(self, state: Mapping[str, Any]) -> None:
+        self.skipped_fr_batches = int(state.get("skipped_fr_batches", 0))

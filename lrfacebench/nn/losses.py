@@ -1,0 +1,41 @@
+"""Adversarial losses shared by CR and the baselines. Every loss is a batch mean (a 0-d tensor).
+
+Inputs are discriminator outputs of any shape (usually ``(N,)`` logits, or ``(N,1,h,w)`` patch
+maps for LSGAN); the mean runs over all elements.
+
+- log loss (CR, SRGAN): :func:`bce_real`, :func:`bce_fake` -- BCE with logits against 1 / 0.
+  The non-saturating generator loss is ``bce_real(D(G(z)))``; the saturating one is
+  ``-bce_fake(D(G(z)))`` (= mean log(1 - sigmoid(D(G(z))))).
+- hinge (LRGAN, SNGAN): :func:`hinge_d`, :func:`hinge_g`.
+- least squares (CycleGAN): :func:`lsgan`.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def bce_real(logits: torch.Tensor) -> torch.Tensor:
+    """Mean BCE-with-logits against target 1: ``mean softplus(-logits)`` (= -log sigmoid)."""
+    return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+
+
+def bce_fake(logits: torch.Tensor) -> torch.Tensor:
+    """Mean BCE-with-logits against target 0: ``mean softplus(logits)`` (= -log(1 - sigmoid))."""
+    return F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits))
+
+
+def hinge_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Discriminator hinge loss: ``mean relu(1 - D(real)) + mean relu(1 + D(fake))``."""
+    return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+
+
+def hinge_g(fake: torch.Tensor) -> torch.Tensor:
+    """Generator hinge loss: ``-mean D(fake)``."""
+    return -fake.mean()
+
+
+def lsgan(pred: torch.Tensor, real: bool) -> torch.Tensor:
+    """Least-squares GAN loss: ``mean (pred - t)^2`` with ``t = 1`` if ``real`` else ``0``."""
+    target = torch.ones_like(pred) if real else torch.zeros_like(pred)
+    return F.mse_loss(pred, target)

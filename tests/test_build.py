@@ -1,0 +1,195 @@
+"""``lrfb build-dataset`` as a whole: the output contract on the embedded sample, kill -9 and
+resume, --workers and --shard equivalence, reviewer exclusions, refusal of a changed recipe,
+and the data card."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from lrfacebench.cli import main
+from lrfacebench.data.detect import read_dlib_xml, shrink_to_face_size
+from lrfacebench.data.shards import MANIFEST_COLUMNS
+from lrfacebench.io import read_rgb
+
+FAST = ["-o", "detector.scales=[2.0]", "--device", "cpu"]
+
+
+def cli(*argv: str, ok: bool = True):
+    res = CliRunner().invoke(main, list(argv), catch_exceptions=False)
+    assert (res.exit_code == 0) == ok, res.output
+    return res
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def tree_digest(out: Path) -> dict[str, str]:
+    """sha256 of every dataset file (what a user gets), keyed by relative path."""
+    files = [p for d in ("crops", "lr16", "hr64") if (out / d).is_dir() for p in (out / d).iterdir()]
+    files += [out / n for n in ("manifest.csv", "rejected.csv", "unreadable.csv")]
+    return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+# ---- the embedded sample: the output contract ---------------------------------------------------
+def test_sample_build_writes_the_contract(tmp_path, sample_dir):
+    out = tmp_path / "sample"
+    # all 140 pre-cut genuine-LR crops, then the first 3 photos (annotated dlib/PASCAL VOC scenes)
+    res = cli("build-dataset", "sample", "--out", str(out), "--limit", "143", *FAST,
+              "-o", 'source.parts=["genuine_lr", "scenes"]', "-o", "build.eval_face_sizes=[12.0]")
+    for word in ("inputs", "candidates", "kept", "rejected", "unreadable", "detector", "time"):
+        assert f"  {word}" in res.output
+    rows = read_csv(out / "manifest.csv")
+    assert rows and tuple(rows[0]) == MANIFEST_COLUMNS
+    assert [r["face_id"] for r in rows] == sorted(r["face_id"] for r in rows)
+    for r in rows:
+        assert (sample_dir / r["source"]).is_file()
+        crop = read_rgb(out / r["crop"])
+        assert crop.shape[0] == crop.shape[1] or r["source"].startswith("genuine_lr/")
+        assert read_rgb(out / r["lr16"]).shape == (16, 16, 3) and r["hr64"] == ""
+        assert hashlib.sha256((out / r["crop"]).read_bytes()).hexdigest() == r["sha256"]
+        assert (float(r["width"]) + float(r["height"])) / 2 <= 16
+    assert {r["split"] for r in rows} <= {"train", "test"}
+    stats = json.loads((out / "stats.json").read_text())
+    c = stats["counts"]
+    assert c["kept"] == len(rows) and c["items"] == 143
+    assert c["candidates"] == c["kept"] + c["rejected"]
+    assert sum(stats["size_histogram"]["kept"].values()) == len(rows)
+    assert stats["detector_eval"]["native"]["n_gt"] > 0 and stats["detector_eval"]["12px"]["n_gt"] > 0
+    assert stats["environment"]["torch"] and stats["config"]["detector"]["scales"] == [2.0]
+    assert "provenance.csv" in stats["source_hashes"]["annotations"]
+    rejected = read_csv(out / "rejected.csv")
+    assert len(rejected) == c["rejected"] and {"too_large"} <= {r["reason"] for r in rejected}
+    assert (out / "unreadable.csv").read_text().splitlines()[0] == "file,line,reason"
+    assert (out / "review" / "kept_001.jpg").is_file() and (out / "review" / "rejected_too_large.jpg").is_file()
+    index = read_csv(out / "review" / "index.csv")
+    assert {r["face_id"] for r in index if r["sheet"] == "kept_001.jpg"} == {r["face_id"] for r in rows}
+    card = (out / "DATASET_CARD.md").read_text()
+    assert card.startswith("---\n") and "size_categories" in card
+    for section in ("## Composition", "## Collection process", "size_histogram.png", "| 12px |", "recall"):
+        assert section in card
+    assert "<!-- generated" not in card
+    assert Image.open(out / "size_histogram.png").size[0] > 100
+    # lrfb card regenerates the card from stats.json with another curated text
+    (tmp_path / "mine.md").write_text("# My faces\n\n<!-- generated: composition -->\n\nMine.\n")
+    cli("card", str(out), "--text", str(tmp_path / "mine.md"))
+    card = (out / "DATASET_CARD.md").read_text()
+    assert card.startswith("# My faces") and card.index("## Composition") < card.index("Mine.") < card.index("## Collection")
+
+
+# ---- kill -9, resume, --workers, --shard -------------------------------------------------------
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory, sample_dir) -> Path:
+    """Six small real photos with faces of 11-13 px (shrunk dlib/PASCAL VOC scenes)."""
+    root = tmp_path_factory.mktemp("photos")
+    d = sample_dir / "scenes" / "dlib_faces"
+    gt = read_dlib_xml(d / "training.xml")
+    k = 0
+    for name in ("2007_007763.jpg", "2008_002079.jpg"):
+        for size in (13.0, 11.0):
+            img, _ = shrink_to_face_size(read_rgb(d / name), gt[name], size)
+            for flip in ((False, True) if size == 13.0 else (False,)):
+                Image.fromarray(np.ascontiguousarray(img[:, ::-1]) if flip else img).save(root / f"p{k}.png")
+                k += 1
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, photos) -> Path:
+    """An uninterrupted build with two worker processes (spawn pool)."""
+    out = tmp_path_factory.mktemp("ref") / "out"
+    cli("build-dataset", "folder", "--root", str(photos), "--out", str(out), "--workers", "2",
+        "-o", "build.shard_size=1", *FAST)
+    return out
+
+
+def _spawn(photos: Path, out: Path, *extra: str) -> subprocess.Popen:
+    code = "from lrfacebench.cli import main; main()"
+    argv = [sys.executable, "-c", code, "build-dataset", "folder", "--root", str(photos), "--out", str(out),
+            "-o", "build.shard_size=1", *FAST, *extra]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_kill_9_and_resume_equals_uninterrupted_build(tmp_path, photos, reference):
+    out = tmp_path / "out"
+    for markers in (1, 3):  # kill twice, at different points of the build
+        proc = _spawn(photos, out)
+        deadline = time.time() + 120
+        while len(list((out / "shards").glob("s*.json"))) < markers and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    # a separate job takes the odd shards (--shard 1/2) and stops without merging ...
+    res = cli("build-dataset", "folder", "--root", str(photos), "--out", str(out), "--shard", "1/2",
+              "-o", "build.shard_size=1", *FAST)
+    assert "shard job 1/2 finished" in res.output or "built folder" in res.output
+    # ... and the plain rerun finishes the rest and merges
+    cli("build-dataset", "folder", "--root", str(photos), "--out", str(out), "-o", "build.shard_size=1", *FAST)
+    assert tree_digest(out) == tree_digest(reference)
+    assert (out / "manifest.csv").read_bytes() == (reference / "manifest.csv").read_bytes()
+    assert not list(out.rglob("*.tmp"))
+    ids = [r["face_id"] for r in read_csv(out / "manifest.csv")]
+    assert len(ids) == len(set(ids)) >= 10
+
+
+def test_exclusions_apply_on_rerun_and_can_be_undone(tmp_path, photos, reference):
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    rows = read_csv(out / "manifest.csv")
+    by_id, by_box = rows[0], rows[-1]
+    (tmp_path / "ids.txt").write_text(f"# reviewer: not a face\n{by_id['face_id']}\n")
+    with open(tmp_path / "boxes.csv", "w", newline="") as f:  # a row copied from manifest.csv
+        w = csv.DictWriter(f, fieldnames=list(by_box))
+        w.writeheader()
+        w.writerow({**by_box, "face_id": ""})
+    run = ("build-dataset", "folder", "--root", str(photos), "--out", str(out), "-o", "build.shard_size=1", *FAST)
+    cli(*run, "--exclude", str(tmp_path / "ids.txt"), "--exclude", str(tmp_path / "boxes.csv"))
+    after = read_csv(out / "manifest.csv")
+    assert [r["face_id"] for r in after] == [r["face_id"] for r in rows[1:-1]]
+    excluded = [r for r in read_csv(out / "rejected.csv") if r["reason"] == "excluded"]
+    assert {r["candidate"] for r in excluded} == {by_id["face_id"], by_box["face_id"]}
+    assert not (out / by_id["crop"]).exists() and not (out / by_box["lr16"]).exists()
+    cli(*run)  # the decisions persist in OUT/exclusions.csv
+    assert len(read_csv(out / "manifest.csv")) == len(rows) - 2
+    (out / "exclusions.csv").unlink()
+    cli(*run)  # undone: the two shards are rebuilt and the dataset equals the reference again
+    assert tree_digest(out) == tree_digest(reference)
+
+
+def test_changed_recipe_is_refused_unless_overwrite(tmp_path, photos, reference):
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    run = ("build-dataset", "folder", "--root", str(photos), "--out", str(out), "-o", "build.shard_size=1", *FAST)
+    res = cli(*run, "-o", "filters.max_avg_size=12", ok=False)
+    assert "different config" in res.output
+    cli(*run, "-o", "filters.max_avg_size=12", "--overwrite")
+    assert all((float(r["width"]) + float(r["height"])) / 2 <= 12 for r in read_csv(out / "manifest.csv"))
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "thesis.tex").write_text("keep me")
+    res = cli("build-dataset", "folder", "--root", str(photos), "--out", str(tmp_path / "busy"), ok=False)
+    assert "holds no build" in res.output and (tmp_path / "busy" / "thesis.tex").exists()
+
+
+def test_dry_run_and_bad_options(tmp_path, photos):
+    res = cli("build-dataset", "folder", "--root", str(photos), "--out", str(tmp_path / "o"), "--dry-run")
+    assert "6 items in 1 shards" in res.output and not (tmp_path / "o").exists()
+    assert "unknown" in cli("build-dataset", "folder", "--root", str(photos), "--out", str(tmp_path / "o"),
+                            "-o", "source.bogus=1", ok=False).output
+    assert "--root is required" in cli("build-dataset", "pipa", "--out", str(tmp_path / "o"), ok=False).output
+    assert "expected annotations/index.txt" in cli("build-dataset", "pipa", "--root", str(photos), "--out",
+                                                   str(tmp_path / "o"), ok=False).output

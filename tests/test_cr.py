@@ -1,0 +1,311 @@
+"""CR (methods.md §1): parameter counts, gradient routing of every loss term and step, frozen
+modules, inference paths, and short training runs on real sample faces."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lrfacebench.degrade import downsample, imresize
+from lrfacebench.io import read_rgb
+from lrfacebench.methods import get_method
+from lrfacebench.methods.base import Batch
+from lrfacebench.methods.cr import CR, PAPER_ITERATIONS, TRAINED_NETS
+from lrfacebench.nn.losses import bce_fake
+
+B = 4  # faces per stream: keeps every test fast on 2 CPU cores
+
+
+def _load(sample_dir, rows: list[dict], size: int) -> torch.Tensor:
+    imgs = [torch.from_numpy(read_rgb(sample_dir / r["path"])).permute(2, 0, 1)[None].float() / 255.0
+            for r in rows]
+    return torch.cat([imresize(x, (size, size)) for x in imgs]).clamp(0, 1)
+
+
+@pytest.fixture(scope="module")
+def real(sample_dir) -> tuple[Batch, int]:
+    """A Batch of real sample faces: B labelled HR faces (64x64) of 2 identities, x_a = DS(hr),
+    B genuine-LR crops (16x16); and the number of identities."""
+    rows = list(csv.DictReader(open(sample_dir / "provenance.csv", newline="")))
+    labelled = [r for r in rows if r["kind"] == "hr" and r["identity"]]
+    names = sorted({r["identity"] for r in labelled})[:2]
+    hr_rows = [r for r in labelled if r["identity"] == names[0]][: B // 2] + \
+              [r for r in labelled if r["identity"] == names[1]][: B // 2]
+    lr_rows = [r for r in rows if r["kind"] == "genuine_lr"][::37][:B]
+    hr = _load(sample_dir, hr_rows, 64)
+    ids = torch.tensor([names.index(r["identity"]) for r in hr_rows])
+    return Batch(hr=hr, identity=ids, lr_artificial=downsample(hr),
+                 lr_genuine=_load(sample_dir, lr_rows, 16)), len(names)
+
+
+def make(n_identities: int = 2, variant: str = "default", **overrides) -> CR:
+    torch.manual_seed(0)
+    return CR(CR.make_config("smoke", variant, {"n_identities": n_identities, **overrides}))
+
+
+def grads_reach(method: CR, loss: torch.Tensor) -> set[str]:
+    """Names of the nets whose parameters get a non-zero gradient from ``loss``."""
+    for net in method.nets.values():
+        for p in net.parameters():
+            p.grad = None
+    loss.backward(retain_graph=True)
+    return {name for name, net in method.nets.items()
+            if any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in net.parameters())}
+
+
+def state_hash(net: torch.nn.Module) -> str:
+    """sha256 of a net's parameters and buffers (BN statistics, spectral-norm vectors)."""
+    h = hashlib.sha256()
+    for k, v in sorted(net.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def pm(x: torch.Tensor) -> torch.Tensor:
+    return x * 2 - 1
+
+
+# ----- structure ---------------------------------------------------------------------------------
+def test_parameter_counts_match_methods_md():
+    counts = make().parameter_counts()
+    m = 1e6
+    assert abs(counts["phi_cr"] / m - 0.23) < 0.005  # methods.md §1.1: 0.23M each
+    assert counts["phi_cr_tilde"] == counts["phi_cr"]
+    assert abs(counts["phi_sr"] / m - 1.62) < 0.005  # 1.62M
+    assert abs(counts["deployed"] / m - 1.85) < 0.005  # phi_cr + phi_sr: 1.85M
+    assert counts["deployed"] == counts["phi_cr"] + counts["phi_sr"]
+    assert abs(counts["D"] / m - 1.6) < 0.05 and counts["D_tilde"] == counts["D"]  # ~1.6M each
+    assert abs(counts["D_prime"] / m - 0.44) < 0.005  # 0.44M
+    wo_cr = make(variant="wo_cr")
+    assert "phi_cr" not in wo_cr.nets and wo_cr.deployed == ("phi_sr",)
+    assert wo_cr.parameter_counts()["deployed"] == counts["phi_sr"]
+
+
+def test_registry_stages_presets_and_variants():
+    assert get_method("cr") is CR
+    paper = CR(CR.make_config("paper", "default", {"n_identities": 2}))
+    stages = paper.stages()
+    assert [s.name for s in stages] == ["stage1_sr", "stage1_fr", "stage1_cc", "stage2"]
+    # the paper's epochs in iterations at batch 16: 100 x 12,663; 130 x 9,590; 10 x 12,663
+    assert [s.iterations for s in stages] == [1_266_300, 448_000, 1_246_700, 126_630]
+    assert [s.iterations for s in stages] == [PAPER_ITERATIONS[s.name] for s in stages]
+    assert all(s.batch_size == 16 for s in stages)
+    assert stages[0].needs == ("hr", "lr_artificial") and stages[1].needs == ("hr", "identity")
+    assert set(stages[2].needs) == {"lr_artificial", "lr_genuine"}
+    assert set(stages[3].needs) == {"hr", "lr_artificial", "lr_genuine"}
+    c = paper.config
+    assert (c.lambda_gan, c.lambda_cr, c.lambda_cr_sr, c.lambda_cr_gan) == (0.2, 0.06, 0.01, 0.03)
+    assert (c.lr, tuple(c.betas)) == (1e-4, (0.9, 0.999))
+    assert [s.name for s in make(variant="wo_srri").stages()] == ["stage1_sr", "stage1_fr", "stage1_cc"]
+    assert [s.name for s in make(variant="wo_cr").stages()] == ["stage1_sr", "stage1_fr", "stage2"]
+    assert make(variant="wo_ul").config.lambda_cr_sr == 0.0
+    assert sum(s.iterations for s in make().stages()) <= 8  # smoke
+    with pytest.raises(ValueError, match="gan_form"):
+        make(gan_form="wasserstein")
+    with pytest.raises(ValueError, match="cr_grad_into_phi_cr"):
+        make(cr_grad_into_phi_cr="output")
+
+
+# ----- gradient routing of every loss term (methods.md §1.3) ----------------------------------------
+def test_gradient_routing_stage1_terms(real):
+    batch, n_ids = real
+    cr = make(n_ids)
+    y, x_a, x_g = pm(batch.hr), pm(batch.lr_artificial), pm(batch.lr_genuine)
+
+    cr.enter_stage("stage1_sr")
+    sr, t = cr.sr_generator_losses(y, x_a)
+    assert grads_reach(cr, t["L_sr"]) == {"phi_sr"}
+    assert grads_reach(cr, t["L_sr_adv"]) == {"phi_sr"}  # not D_sr
+    assert grads_reach(cr, cr.disc_loss("D_sr", y, sr)[0]) == {"D_sr"}  # not phi_sr
+
+    cr.enter_stage("stage1_fr")
+    _, t = cr.fr_losses(y, batch.identity)
+    assert grads_reach(cr, t["L_fr_softmax"]) == {"phi_fr"}
+    assert grads_reach(cr, t["L_fr_centre"]) == {"phi_fr", "centre_loss"}
+
+    cr.enter_stage("stage1_cc")
+    pseudo = cr.nets["phi_cr_tilde"](x_a)
+    assert grads_reach(cr, cr.disc_loss("D_tilde", x_g, pseudo)[0]) == {"D_tilde"}
+    # Eq. 5 is phi~_cr's only loss; it never reaches D~ or phi_cr
+    assert grads_reach(cr, cr.tilde_generator_losses(x_a, pseudo)["L_gan_tilde"]) == {"phi_cr_tilde"}
+    r = cr.nets["phi_cr"](x_g)
+    assert grads_reach(cr, cr.disc_loss("D", x_a, r)[0]) == {"D"}
+    cr.nets["phi_cr_tilde"].tail.weight.data.normal_(0, 0.1)  # away from identity
+    t = cr.cr_losses(x_a, r)
+    assert t["L_cr_rec"].item() > 0
+    for term in ("L_cr", "L_cr_rec", "L_gan"):  # Eq. 6: phi_cr only -- never phi~_cr, never D
+        assert grads_reach(cr, t[term]) == {"phi_cr"}, term
+
+
+def test_gradient_routing_stage2_terms(real):
+    batch, n_ids = real
+    cr = make(n_ids)
+    y, x_a, x_g = pm(batch.hr), pm(batch.lr_artificial), pm(batch.lr_genuine)
+    cr.enter_stage("stage2")
+    r, feat_fake, t = cr.joint_losses(y, x_a, x_g)
+    assert grads_reach(cr, t["L_sr"]) == {"phi_sr"}
+    assert grads_reach(cr, t["L_cr"]) == {"phi_cr"}
+    # Eq. 7 and Eq. 8 reach phi_cr through phi_sr's input (input_path); never phi_fr, D', D
+    assert grads_reach(cr, t["L_cr_sr"]) == {"phi_sr", "phi_cr"}
+    assert grads_reach(cr, t["L_cr_gan"]) == {"phi_sr", "phi_cr"}
+    assert grads_reach(cr, t["L_G"]) == {"phi_sr", "phi_cr"}
+    with torch.no_grad():
+        feat_real = cr.nets["phi_fr"].embed(y)
+    assert grads_reach(cr, cr.disc_loss("D_prime", feat_real, feat_fake)[0]) == {"D_prime"}
+    assert grads_reach(cr, cr.disc_loss("D", x_a, r)[0]) == {"D"}
+    # Eq. 7 is mse(DS(phi_sr(r)), r) with the project's one DS
+    with torch.no_grad():
+        r2 = cr.nets["phi_cr"](x_g)
+        expected = F.mse_loss(downsample(cr.nets["phi_sr"](r2)), r2)
+    assert t["L_cr_sr"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_eq7_target_is_stop_gradient(real):
+    """With phi_sr's input detached (cr_grad_into_phi_cr="none") phi_cr gets nothing from Eq. 7:
+    had the target phi_cr(x_g) not been stop-gradient, phi_cr would receive gradient through it."""
+    batch, n_ids = real
+    cr = make(n_ids, cr_grad_into_phi_cr="none")
+    cr.enter_stage("stage2")
+    _, _, t = cr.joint_losses(pm(batch.hr), pm(batch.lr_artificial), pm(batch.lr_genuine))
+    assert grads_reach(cr, t["L_cr_sr"]) == {"phi_sr"}
+    assert grads_reach(cr, t["L_cr_gan"]) == {"phi_sr"}
+    wo_cr = make(n_ids, variant="wo_cr")  # W/O CR: r := x_g, L_base has no L_cr
+    wo_cr.enter_stage("stage2")
+    _, _, t = wo_cr.joint_losses(pm(batch.hr), pm(batch.lr_artificial), pm(batch.lr_genuine))
+    assert "L_cr" not in t
+    expected = t["L_sr"] + 0.01 * t["L_cr_sr"] + 0.03 * t["L_cr_gan"]
+    assert t["L_G"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+# ----- whole steps: only the stage's nets change; frozen nets stay frozen ------------------------------
+def test_each_stage_updates_exactly_its_nets(real):
+    batch, n_ids = real
+    cr = make(n_ids)
+    cr.train()
+    for stage in ("stage1_sr", "stage1_fr", "stage1_cc", "stage2"):
+        before = {k: state_hash(v) for k, v in cr.nets.items()}
+        out = cr.train_step(stage, batch, 0)
+        assert all(np.isfinite(v) for v in out.values()), out
+        changed = {k for k, v in cr.nets.items() if state_hash(v) != before[k]}
+        assert changed == set(TRAINED_NETS[stage]), stage
+
+
+def test_phi_fr_frozen_in_eval_mode_through_stage2(real):
+    batch, n_ids = real
+    cr = make(n_ids)
+    cr.train_step("stage1_fr", batch, 0)
+    assert cr.nets["phi_fr"].training
+    fr_hash = state_hash(cr.nets["phi_fr"])
+    for step in range(2):
+        cr.train_step("stage2", batch, step)
+        cr.eval()
+        cr.train()  # what a trainer does around sample grids
+    assert not cr.nets["phi_fr"].training and not cr.nets["phi_cr_tilde"].training
+    assert not any(p.requires_grad for p in cr.nets["phi_fr"].parameters())
+    assert cr.nets["phi_sr"].training and cr.nets["phi_cr"].training
+    assert state_hash(cr.nets["phi_fr"]) == fr_hash
+
+
+# ----- inference -----------------------------------------------------------------------------------
+def test_inference_paths_shapes_and_ranges(real):
+    batch, n_ids = real
+    cr = make(n_ids).eval()
+    with torch.no_grad():
+        # phi_cr starts as the identity (zero-initialised tail, global skip)
+        assert torch.allclose(cr.regulate(batch.lr_genuine), batch.lr_genuine, atol=1e-6)
+        cr.nets["phi_cr"].tail.weight.normal_(0, 0.1)
+        genuine = cr.super_resolve(batch.lr_genuine)
+        artificial = cr.super_resolve(batch.lr_genuine, artificial=True)
+        regulated = cr.regulate(batch.lr_genuine)
+        direct = cr.nets["phi_sr"](pm(batch.lr_genuine)).add(1).div(2).clamp(0, 1)
+        via_cr = cr.nets["phi_sr"](cr.nets["phi_cr"](pm(batch.lr_genuine))).add(1).div(2).clamp(0, 1)
+    assert genuine.shape == artificial.shape == (B, 3, 64, 64)
+    assert regulated.shape == (B, 3, 16, 16)
+    for out in (genuine, artificial, regulated):
+        assert out.min() >= 0 and out.max() <= 1
+    assert torch.equal(artificial, direct)  # artificial LR (Helen) skips phi_cr
+    assert torch.equal(genuine, via_cr)  # genuine LR goes through phi_cr
+    assert not torch.equal(genuine, artificial)
+    wo_cr = make(n_ids, variant="wo_cr").eval()
+    with torch.no_grad():
+        assert wo_cr.regulate(batch.lr_genuine) is None
+        assert torch.equal(wo_cr.super_resolve(batch.lr_genuine), wo_cr.super_resolve(batch.lr_genuine, True))
+
+
+def test_state_round_trips_through_weights_only_checkpoint(real):
+    batch, n_ids = real
+    cr = make(n_ids)
+    cr.train_step("stage1_cc", batch, 0)
+    buf = io.BytesIO()
+    torch.save(cr.state_dict(), buf)
+    buf.seek(0)
+    other = make(n_ids)
+    other.nets["phi_cr"].tail.weight.data.fill_(0.5)
+    other.load_state_dict(torch.load(buf, weights_only=True))
+    cr.eval(), other.eval()
+    with torch.no_grad():
+        assert torch.equal(cr.super_resolve(batch.lr_genuine), other.super_resolve(batch.lr_genuine))
+    assert state_hash(cr.nets["D"]) == state_hash(other.nets["D"])  # incl. spectral-norm vectors
+
+
+# ----- options and bad input ---------------------------------------------------------------------------
+def test_options(real):
+    batch, n_ids = real
+    logits = torch.tensor([-2.0, 0.3, 1.5])
+    assert torch.equal(make(gan_form="saturating")._g_adv(logits), -bce_fake(logits))
+    cr = make(n_ids, cc_tilde_warmup=1)
+    phi_cr = state_hash(cr.nets["phi_cr"])
+    out = cr.train_step("stage1_cc", batch, 0)  # warm-up: only D~ and phi~_cr
+    assert "L_D" not in out and state_hash(cr.nets["phi_cr"]) == phi_cr
+    assert "L_D" in cr.train_step("stage1_cc", batch, 1)
+
+
+def test_bad_input_is_reported(real):
+    batch, n_ids = real
+    cr = make(n_ids)
+    with pytest.raises(ValueError, match="lr_genuine"):
+        cr.train_step("stage1_cc", Batch(lr_artificial=batch.lr_artificial), 0)
+    with pytest.raises(ValueError, match="unknown stage"):
+        cr.train_step("stage3", batch, 0)
+    with pytest.raises(ValueError, match="unknown stage"):
+        make(n_ids, variant="wo_srri").train_step("stage2", batch, 0)
+    with pytest.raises(ValueError, match="n_identities=0"):
+        make(0).train_step("stage1_fr", batch, 0)
+    with pytest.raises(ValueError, match="out of range"):
+        cr.train_step("stage1_fr", Batch(hr=batch.hr, identity=batch.identity + 5), 0)
+    unlabelled = Batch(hr=batch.hr, identity=torch.full((B,), -1))
+    before = state_hash(cr.nets["phi_fr"])
+    assert cr.train_step("stage1_fr", unlabelled, 0) == {"fr_skipped": 1.0}
+    assert cr.skipped_fr_batches == 1 and state_hash(cr.nets["phi_fr"]) == before
+
+
+# ----- short training runs on real faces ------------------------------------------------------------
+def test_smoke_training_on_real_faces(real):
+    """A few steps of every stage on real sample faces: L_sr falls, the CentreFace loss falls,
+    and the CC / stage-2 GAN losses behave like GAN losses (finite, bounded, no discriminator
+    that has already won or lost outright)."""
+    batch, n_ids = real
+    cr = make(n_ids)
+    sr = [cr.train_step("stage1_sr", batch, i)["L_sr"] for i in range(4)]
+    assert sr[-1] < 0.8 * sr[0], sr
+    fr = [cr.train_step("stage1_fr", batch, i) for i in range(3)]
+    assert fr[-1]["L_fr_softmax"] < fr[0]["L_fr_softmax"]
+    cc = [cr.train_step("stage1_cc", batch, i) for i in range(4)]
+    joint = [cr.train_step("stage2", batch, i) for i in range(2)]
+    for out in cc + joint:
+        assert all(np.isfinite(v) for v in out.values()), out
+        for d in ("L_D", "L_D_tilde", "L_D_prime"):
+            if d in out:  # log loss of a discriminator that neither won nor is lost: ~2 ln 2
+                assert 0.2 < out[d] < 3.0, (d, out)
+        for g in ("L_gan", "L_gan_tilde", "L_cr_gan"):
+            if g in out:
+                assert 0.05 < out[g] < 5.0, (g, out)
+    accs = [out[k] for out in cc + joint for k in ("acc_D", "acc_D_tilde") if k in out]
+    assert 0.25 <= float(np.mean(accs)) < 1.0  # discriminators learn but have not collapsed
+    assert joint[-1]["L_sr"] < sr[0]
