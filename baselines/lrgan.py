@@ -23,7 +23,7 @@ Trained on unpaired HR and genuine LR. Images are [-1,1] inside.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -187,8 +187,8 @@ class LRGANConfig(MethodConfig):
     # Legacy only (the official test's save_image(normalize=True)): per-image min-max stretch of
     # the output instead of clamping. Off everywhere except the fid_lrgan_legacy protocol.
     legacy_minmax_output: bool = False
-    d_blocks: tuple[bool, ...] = field(default=(True, True, False, False, False))  # 16x16 D: 2 of 5 pool
-    d64_blocks: tuple[bool, ...] = field(default=(True, True, True, True, False))  # 64x64 D: 4 of 5 pool
+    d_blocks: tuple[bool, ...] = (True, True, False, False, False)  # 16x16 D: 2 of 5 blocks pool
+    d64_blocks: tuple[bool, ...] = (True, True, True, True, False)  # 64x64 D: 4 of 5 blocks pool
 
 
 class LRGAN(Method):
@@ -264,8 +264,7 @@ class LRGAN(Method):
     def generator_losses(self, hr: torch.Tensor, lr_gen: torch.Tensor,
                          hr_gen: torch.Tensor) -> dict[str, torch.Tensor]:
         c, n = self.config, self.nets
-        kernel = "avgpool" if c.h2l_target == "avgpool" else "bicubic"
-        out = {"pixel_h2l": F.mse_loss(lr_gen, downsample(hr, 4, kernel)),
+        out = {"pixel_h2l": F.mse_loss(lr_gen, downsample(hr, 4, c.h2l_target)),
                "gan_h2l": hinge_g(n["d_h2l"](lr_gen)),
                "pixel_l2h": F.mse_loss(hr_gen, hr),
                "gan_l2h": hinge_g(n["d_l2h"](hr_gen))}

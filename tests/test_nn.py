@@ -1,6 +1,7 @@
 """Shared network modules: adversarial losses, SNGAN discriminator, blocks, CentreFace."""
 from __future__ import annotations
 
+import csv
 import io
 
 import numpy as np
@@ -23,7 +24,6 @@ def _n_params(m: torch.nn.Module) -> int:
 @pytest.fixture(scope="module")
 def faces(sample_dir) -> tuple[torch.Tensor, list[str]]:
     """8 real HR sample faces of 2 identities, (8,3,64,64) in [-1,1], and their labels."""
-    import csv
     rows = [r for r in csv.DictReader(open(sample_dir / "provenance.csv")) if r["kind"] == "hr"]
     names = sorted({r["identity"] for r in rows if r["identity"]})
     chosen = [r for r in rows if r["identity"] in names[:2]][:4] + \

@@ -258,10 +258,11 @@ class CR(Method):
     Config = CRConfig
     presets = {
         "paper": {},
-        # ~25 min on 2 CPU cores (measured figures in the module docstring of tests/test_cr.py's
-        # report); batch 16 as the paper, iteration counts scaled down.
-        "cpu": {"sr_iterations": 1500, "fr_iterations": 600, "cc_iterations": 1000,
-                "joint_iterations": 400},
+        # a real run on the embedded sample in roughly half an hour on 2 free CPU cores: batch 16
+        # as the paper, iterations cut (FLOPs per step, forward + backward, batch 16: stage1_sr
+        # 227 G, stage1_fr 5 G, stage1_cc 58 G, stage2 293 G; benchmarks/bench_train.py)
+        "cpu": {"sr_iterations": 800, "fr_iterations": 400, "cc_iterations": 800,
+                "joint_iterations": 300},
         # a whole `lrfb train cr` in a few seconds: every step of every stage runs twice
         "smoke": {"sr_iterations": 2, "fr_iterations": 2, "cc_iterations": 2,
                   "joint_iterations": 2, "batch_size": 4, "fr_batch_size": 4},

@@ -1,0 +1,107 @@
+"""``lrfb benchmark`` and ``lrfb leaderboard``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+TABLES = ("table1", "table2", "table3", "table4", "table5", "table6", "table7", "complexity")
+
+
+def _table_name(value: str) -> str:
+    return value if value == "complexity" or value.startswith("table") else f"table{value}"
+
+
+@click.command("benchmark")
+@click.option("--all", "all_tables", is_flag=True, help="Every table (default when no --table is given).")
+@click.option("--table", "tables", multiple=True, metavar="N",
+              help="Only these tables: 1..7 or complexity (repeatable).")
+@click.option("--preset", type=click.Choice(["demo", "cpu", "paper"]), default="demo", show_default=True,
+              help="demo: smoke training on the embedded sample (minutes on a CPU); cpu: tens of "
+                   "minutes per method; paper: the paper's schedules (GPU).")
+@click.option("--data", "data", multiple=True, metavar="NAME=DIR",
+              help="A dataset built by `lrfb build-dataset`. celeba -> training HR (train split) and FID "
+                   "reference (test split); widerface -> training genuine LR; helen -> Table 3; any other "
+                   "name (lr-pipa, lr-dukemtmc, ...) -> a genuine-LR test set (rank-1 too if it has identities).")
+@click.option("--methods", "methods", multiple=True, metavar="NAME", help="Only these methods (repeatable).")
+@click.option("--runs", type=click.Path(path_type=Path), default=None,
+              help="Folder of training runs to reuse/write (default OUT/runs).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("lrfb-results"), show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--fid-mode", type=click.Choice(["clean", "legacy_tensorflow"]), default="clean", show_default=True)
+@click.option("--inception", type=click.Path(path_type=Path), default=None,
+              help="FID Inception weights file (default: found offline and hash-checked; see lrfb doctor).")
+@click.option("--trials", type=int, default=10, show_default=True, help="Rank-1 gallery/probe trials.")
+def benchmark_command(all_tables: bool, tables: tuple[str, ...], preset: str, data: tuple[str, ...],
+                      methods: tuple[str, ...], runs: Path | None, out: Path, device: str, seed: int,
+                      fid_mode: str, inception: Path | None, trials: int) -> None:
+    """Run every method on every test set and write the paper's Tables 1-7 and complexity table.
+
+    Trains what is missing (finished runs in --runs are reused), caches SR outputs, features and
+    every evaluation under --out, so a killed benchmark resumes without redoing finished work.
+
+    \b
+    Writes to OUT: table1.csv ... table7.csv, complexity.csv, leaderboard.csv (long format, our
+    rows and the paper's reported values labelled source=paper), LEADERBOARD.md, figures/, env.json.
+
+    \b
+    Examples:
+      lrfb benchmark --all                                  # demo on the embedded sample
+      lrfb benchmark --table 1 --table 3 --methods cr --methods bicubic
+      lrfb benchmark --all --preset paper --device cuda --data celeba=data/celeba \\
+          --data widerface=data/wider --data lr-pipa=data/lr-pipa --data helen=data/helen
+    """
+    from lrfacebench.bench.harness import BenchConfig, Benchmark
+    from lrfacebench.bench.leaderboard import merge, render_markdown
+
+    pairs = {}
+    for item in data:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            raise click.BadParameter(f"expected NAME=DIR, got {item!r}", param_hint="--data")
+        pairs[name] = folder
+    selected = tuple(_table_name(t) for t in tables) if tables and not all_tables else TABLES
+    cfg = BenchConfig(preset=preset, tables=selected, methods=methods, data=pairs,
+                      runs=str(runs) if runs else "", out=str(out), device=device, seed=seed,
+                      fid_mode=fid_mode, inception=str(inception) if inception else "", trials=trials)
+    try:
+        bench = Benchmark(cfg)
+        rows = bench.run()
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from None
+    titles = {t: s.get("title", t) for t, s in bench.specs.items()}
+    click.echo(render_markdown([r for r in merge(rows) if r.source == "reproduced"], titles))
+    click.echo(f"wrote {out}/leaderboard.csv, {out}/LEADERBOARD.md and {len(bench.specs)} table CSVs")
+
+
+@click.group("leaderboard")
+def leaderboard_group() -> None:
+    """Combine and render leaderboards written by `lrfb benchmark`."""
+
+
+@leaderboard_group.command("merge")
+@click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+def merge_command(results: tuple[Path, ...], out: Path) -> None:
+    """Merge RESULTS (leaderboard.csv files or benchmark output folders) from several runs, seeds or
+    machines into one leaderboard: repeated results become mean ± std (n_runs), the paper's
+    reported rows are kept once.
+
+    Example: lrfb leaderboard merge results-s0 results-s1 results-s2 --out published
+    """
+    from lrfacebench import io
+    from lrfacebench.bench.leaderboard import merge, read_rows, render_markdown, write_rows
+
+    rows = []
+    for path in results:
+        csv_path = path / "leaderboard.csv" if path.is_dir() else path
+        try:
+            rows += read_rows(csv_path)
+        except (ValueError, FileNotFoundError) as e:
+            raise click.ClickException(str(e)) from None
+    merged = merge(rows)
+    write_rows(out / "leaderboard.csv", merged)
+    io.write_text(out / "LEADERBOARD.md", "# lrfacebench leaderboard (merged)\n\nMerged from: "
+                  + ", ".join(f"`{p}`" for p in results) + "\n\n" + render_markdown(merged))
+    click.echo(f"merged {len(rows)} rows into {len(merged)}: {out}/leaderboard.csv, {out}/LEADERBOARD.md")

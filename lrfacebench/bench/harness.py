@@ -1,0 +1,467 @@
+"""``lrfb benchmark``: table specs (``tables.toml``, data) -> training runs -> cached SR outputs ->
+metric rows -> ``tableN.csv``, ``leaderboard.csv``, ``LEADERBOARD.md``, figures.
+
+The harness knows evaluation *kinds* (``sr_fid``, ``lr_fid``, ``rank1``, ``sr_psnr_ssim``,
+``complexity``) and the :class:`~lrfacebench.methods.base.Method` interface, nothing
+method-specific. Every unit of work is cached under ``--out`` (runs, SR PNGs, one JSON per
+evaluation job, FID features in the metric cache), so a killed benchmark resumes where it stopped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import importlib.resources
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+
+from lrfacebench import io, runtime
+from lrfacebench.bench import figures
+from lrfacebench.bench.data import BenchData, TestSet, resolve
+from lrfacebench.bench.leaderboard import Row, merge, render_markdown, write_rows
+from lrfacebench.degrade import downsample, to_uint8
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+log = logging.getLogger(__name__)
+
+PRESETS = {"demo": "smoke", "cpu": "cpu", "paper": "paper"}  # benchmark preset -> training preset
+TABLE_ORDER = ("table1", "table2", "table3", "table4", "table5", "table6", "table7", "complexity")
+
+
+@dataclass
+class BenchConfig:
+    """What one ``lrfb benchmark`` invocation runs (snapshotted to ``OUT/config.json``)."""
+
+    preset: str = "demo"
+    tables: tuple[str, ...] = TABLE_ORDER
+    methods: tuple[str, ...] = ()  # restrict to these method names (empty = every method of a table)
+    data: dict[str, str] = field(default_factory=dict)  # NAME -> built dataset folder
+    runs: str = ""  # training runs folder (default OUT/runs); finished runs there are reused
+    out: str = "lrfb-results"
+    device: str = "auto"
+    seed: int = 0
+    fid_mode: str = "clean"
+    inception: str = ""  # path of the FID Inception weights (default: found offline, hash-checked)
+    trials: int = 10  # rank-1 gallery/probe trials
+    batch_size: int = 256
+    figure_faces: int = 8
+
+
+def load_tables() -> dict[str, dict[str, Any]]:
+    """The table specs shipped in ``lrfacebench/bench/tables.toml``."""
+    text = importlib.resources.files("lrfacebench.bench").joinpath("tables.toml").read_text()
+    return tomllib.loads(text)["tables"]
+
+
+def load_reported(tables: Iterable[str]) -> list[Row]:
+    """The paper's reported values (``source=paper``) for the selected tables."""
+    import csv
+
+    text = importlib.resources.files("lrfacebench.bench").joinpath("reported.csv").read_text()
+    keep = set(tables)
+    rows = []
+    for d in csv.DictReader(text.splitlines()):
+        if d["table"] in keep:
+            rows.append(Row(table=d["table"], dataset=d["dataset"], split="test", method=d["method"],
+                            variant=d["variant"] or "default", metric=d["metric"], value=float(d["value"]),
+                            higher_is_better=d["metric"] in ("rank1", "psnr_y", "ssim_y"),
+                            protocol=d["protocol"], source="paper", n_runs=0))
+    return rows
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """A trained model the tables need: method, variant, and for derived runs a seed offset and
+    config overrides (e.g. the independently trained recogniser)."""
+
+    method: str
+    variant: str = "default"
+    seed_offset: int = 0
+    overrides: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, spec: str) -> "RunKey":
+        method, _, variant = spec.partition(":")
+        return cls(method, variant or "default")
+
+    @property
+    def label(self) -> str:
+        return self.method if self.variant == "default" else f"{self.method}:{self.variant}"
+
+
+class Benchmark:
+    """One benchmark: resolves data, trains what is missing, evaluates every selected table."""
+
+    def __init__(self, cfg: BenchConfig) -> None:
+        if cfg.preset not in PRESETS:
+            raise ValueError(f"unknown preset {cfg.preset!r}; choose from {sorted(PRESETS)}")
+        all_tables = load_tables()
+        unknown = set(cfg.tables) - set(all_tables)
+        if unknown:
+            raise ValueError(f"unknown table(s) {sorted(unknown)}; known: {sorted(all_tables)}")
+        self.cfg = cfg
+        self.specs = {t: all_tables[t] for t in TABLE_ORDER if t in cfg.tables}
+        self.out = Path(cfg.out)
+        self.runs_dir = Path(cfg.runs) if cfg.runs else self.out / "runs"
+        self.device = runtime.resolve_device(cfg.device)
+        self.env = runtime.environment(self.device)
+        self.data: BenchData = resolve(cfg.data)
+        self._methods: dict[RunKey, Any] = {}
+        self._sr: dict[tuple[RunKey, str, str], torch.Tensor] = {}
+        self._inception = None
+        self._provenance: dict[RunKey | None, dict[str, str]] = {}
+        self.timings: dict[str, float] = {}
+
+    # ----- runs ------------------------------------------------------------------------------
+    def _methods_of(self, spec: Mapping[str, Any]) -> list[RunKey]:
+        keys = [RunKey.parse(m) for m in spec.get("methods", [])]
+        return [k for k in keys if not self.cfg.methods or k.method in self.cfg.methods]
+
+    def run_dir(self, key: RunKey) -> Path:
+        name = f"{key.method}-{key.variant}-{PRESETS[self.cfg.preset]}-s{self.cfg.seed + key.seed_offset}"
+        if key.overrides:
+            name += "-" + io.sha256_json(list(key.overrides))[:8]
+        return self.runs_dir / name
+
+    def ensure_trained(self, key: RunKey) -> Path | None:
+        """The finished run of ``key`` (trained now if missing or unfinished); None if untrained."""
+        from lrfacebench.methods import get_method
+        from lrfacebench.train import FINAL, train
+
+        cls = get_method(key.method)
+        if not cls(cls.make_config("smoke", key.variant), "cpu").stages():
+            return None
+        out = self.run_dir(key)
+        if not (out / FINAL).is_file():
+            log.info("training %s -> %s", key.label, out)
+            t0 = time.perf_counter()
+            train(key.method, PRESETS[self.cfg.preset], variant=key.variant, out=out,
+                  hr=self.data.train_hr, lr=self.data.train_lr, device=self.cfg.device,
+                  seed=self.cfg.seed + key.seed_offset,
+                  # only the newest end-of-stage checkpoint is kept: runs stay small on disk
+                  overrides=key.overrides + ("engine.keep_stage_checkpoints=false",),
+                  resume=out.is_dir() and any(out.iterdir()))
+            self.timings[f"train {key.label}"] = time.perf_counter() - t0
+        return out
+
+    def method(self, key: RunKey) -> Any:
+        """The method of ``key`` in eval mode on the benchmark device (trained if needed)."""
+        from lrfacebench.train import load_method
+
+        if key not in self._methods:
+            run = self.ensure_trained(key)
+            self._methods[key] = load_method(run if run is not None else key.method, self.device)
+        return self._methods[key]
+
+    def provenance(self, key: RunKey | None) -> dict[str, str]:
+        """Row fields naming what produced a result: run, checkpoint and config hashes, versions."""
+        from lrfacebench.train import FINAL
+
+        if key in self._provenance:
+            return self._provenance[key]
+        prov = {"lrfb_version": self.env["lrfacebench"], "git_sha": self.env.get("git_sha") or "",
+                "torch_version": self.env.get("torch") or "", "device": self.env.get("gpu") or str(self.device),
+                "date": dt.date.today().isoformat()}
+        run = self.ensure_trained(key) if key is not None else None
+        if run is not None:
+            final = io.load_checkpoint(run / FINAL)
+            prov.update(run_id=run.name, checkpoint_sha256=io.sha256_file(run / FINAL),
+                        config_sha256=str(final.get("config_hash", "")))
+        elif key is not None:
+            prov.update(run_id=f"{key.method} (untrained)")
+        self._provenance[key] = prov
+        return prov
+
+    # ----- SR outputs (cached as PNG folders) --------------------------------------------------
+    def lr_input(self, test: TestSet) -> torch.Tensor:
+        """``(N,3,16,16)`` float in [0,1]: the set's LR faces, or quantised DS(HR) for artificial sets."""
+        x = test.faces.images.float() / 255
+        return to_uint8(downsample(x)).float() / 255 if test.role == "artificial" else x
+
+    def outputs(self, key: RunKey, test: TestSet, what: str = "sr") -> tuple[torch.Tensor, Path]:
+        """``what="sr"``: ``(N,3,64,64)``; ``"regulated"``: ``(N,3,16,16)`` — float in [0,1], and the
+        folder of PNGs holding them (written once, complete when ``_complete.json`` exists)."""
+        folder = self.out / "outputs" / self._run_name(key) / f"{test.name}-{test.role}-{what}"
+        cache_key = (key, test.name + test.role, what)
+        if cache_key in self._sr:
+            return self._sr[cache_key], folder
+        marker = folder / "_complete.json"
+        if marker.is_file() and io.read_json(marker).get("provenance") == self.provenance(key).get(
+                "checkpoint_sha256", key.method):
+            files = sorted(folder.glob("*.png"))
+            images = torch.stack([torch.from_numpy(io.read_rgb(f)).permute(2, 0, 1) for f in files])
+            result = images.float() / 255
+        else:
+            method = self.method(key)
+            lr = self.lr_input(test)
+            chunks = []
+            with torch.no_grad():
+                for i in range(0, len(lr), self.cfg.batch_size):
+                    x = lr[i:i + self.cfg.batch_size].to(self.device)
+                    if what == "sr":
+                        y = method.super_resolve(x, artificial=test.role == "artificial")
+                    else:
+                        y = method.regulate(x)
+                        if y is None:
+                            raise ValueError(f"{key.label} has no LR-space regulation (Table 5 needs one)")
+                    chunks.append(to_uint8(y.float().cpu()))
+            images = torch.cat(chunks)
+            for i, img in enumerate(images):
+                io.write_png(folder / f"{i:06d}.png", img.permute(1, 2, 0).numpy())
+            io.write_json(marker, {"n": len(images), "test_set": test.name, "test_sha256": test.sha256,
+                                   "provenance": self.provenance(key).get("checkpoint_sha256", key.method)})
+            result = images.float() / 255
+        self._sr[cache_key] = result
+        return result, folder
+
+    def _run_name(self, key: RunKey) -> str:
+        run = self.ensure_trained(key)
+        return run.name if run is not None else key.method
+
+    def image_folder(self, name: str, images: torch.Tensor) -> Path:
+        """Write ``(N,3,S,S)`` uint8 images once as PNGs under ``OUT/data/name`` (for FID)."""
+        folder = self.out / "data" / name
+        marker = folder / "_complete.json"
+        if not marker.is_file():
+            for i, img in enumerate(images):
+                io.write_png(folder / f"{i:06d}.png", img.permute(1, 2, 0).numpy())
+            io.write_json(marker, {"n": len(images)})
+        return folder
+
+    # ----- evaluation jobs ---------------------------------------------------------------------
+    def job(self, parts: Mapping[str, Any], compute: Callable[[], list[Row]]) -> list[Row]:
+        """Run ``compute`` once per distinct ``parts`` (its result rows are cached as JSON)."""
+        path = self.out / "jobs" / f"{io.sha256_json(parts)[:24]}.json"
+        if path.is_file():
+            return [Row(**d) for d in io.read_json(path)["rows"]]
+        rows = compute()
+        io.write_json(path, {"job": parts, "rows": [dataclasses.asdict(r) for r in rows]})
+        return rows
+
+    def _row(self, table: str, test: TestSet | None, key: RunKey | None, label: str | None = None,
+             **values: Any) -> Row:
+        std = values.pop("std", None)
+        protocol = values.pop("protocol", "")
+        if test is not None and test.note:
+            protocol = f"{protocol};{test.note}" if protocol else test.note
+        return Row(table=table, dataset=test.name if test else "-", split=test.split if test else "",
+                   method=label or (key.method if key else ""),
+                   variant=key.variant if key else "default",
+                   std=math.nan if std is None else float(std), protocol=protocol,
+                   **values, **self.provenance(key))
+
+    def inception(self) -> Any:
+        from lrfacebench.metrics.fid import load_inception
+
+        if self._inception is None:
+            self._inception = load_inception(self.cfg.fid_mode, self.cfg.inception or None, str(self.device))
+        return self._inception
+
+    def _distribution_rows(self, table: str, test: TestSet, key: RunKey | None, folder: Path,
+                           reference: Path, metrics: Iterable[str], label: str | None = None,
+                           metric_names: Mapping[str, str] | None = None) -> list[Row]:
+        from lrfacebench.metrics.fid import compute_fid, compute_kid
+
+        rows = []
+        for metric in metrics:
+            fn = {"fid": compute_fid, "kid": compute_kid}[metric]
+            r = fn(folder, reference, net=self.inception(), mode=self.cfg.fid_mode, device=str(self.device))
+            rows.append(self._row(table, test, key, label, metric=(metric_names or {}).get(metric, metric),
+                                  value=r.value, std=r.std, n_images=r.n_images, higher_is_better=False,
+                                  protocol=f"{r.protocol};reference={self.data.reference.name}"
+                                           f"(N={r.n_reference})"))
+        return rows
+
+    def eval_sr_fid(self, table: str, spec: Mapping[str, Any]) -> list[Row]:
+        ref = self.image_folder(f"{self.data.reference.name}-reference-hr64", self.data.reference.faces.images)
+        rows = []
+        for test in self.data.of_role("genuine"):
+            for key in self._methods_of(spec):
+                parts = {"kind": "sr_fid", "table": table, "test": test.sha256, "set": test.name,
+                         "run": self.provenance(key).get("checkpoint_sha256", key.label), "key": key.label,
+                         "metrics": spec.get("metrics", ["fid"]), "mode": self.cfg.fid_mode,
+                         "reference": self.data.reference.sha256}
+                rows += self.job(parts, lambda: self._distribution_rows(
+                    table, test, key, self.outputs(key, test)[1], ref, spec.get("metrics", ["fid"])))
+        return rows
+
+    def eval_lr_fid(self, table: str, spec: Mapping[str, Any]) -> list[Row]:
+        ref_hr = self.data.reference.faces.images.float() / 255
+        a_lr = self.image_folder(f"{self.data.reference.name}-reference-ds16", to_uint8(downsample(ref_hr)))
+        rows = []
+        names = {"fid": "fid_vs_artificial_lr", "kid": "kid_vs_artificial_lr"}
+        for test in self.data.of_role("genuine"):
+            g_lr = self.image_folder(f"{test.name}-lr16", test.faces.images)
+            parts = {"kind": "lr_fid", "table": table, "test": test.sha256, "set": test.name,
+                     "reference": self.data.reference.sha256, "mode": self.cfg.fid_mode}
+            rows += self.job(parts, lambda: self._distribution_rows(
+                table, test, None, g_lr, a_lr, ("fid", "kid"), "genuine-lr", names))
+            for key in self._methods_of(spec):
+                run_parts = {**parts, "run": self.provenance(key).get("checkpoint_sha256"), "key": key.label}
+                rows += self.job(run_parts, lambda: self._distribution_rows(
+                    table, test, key, self.outputs(key, test, "regulated")[1], a_lr, ("fid", "kid"),
+                    None, names))
+        return rows
+
+    def recognizer(self, name: str, spec: Mapping[str, Any]) -> tuple[Callable, RunKey]:
+        """``embed`` ((N,3,64,64) [0,1] -> (N,D)) of a recogniser trained inside a run."""
+        from lrfacebench.metrics.recognition import recognizer_embed
+
+        key = RunKey(spec["run"], spec.get("variant", "default"), spec.get("seed_offset", 0),
+                     tuple(spec.get("overrides", ())))
+        run = self.ensure_trained(key)
+        return recognizer_embed(f"{run}:{spec['net']}", str(self.device)), key
+
+    def eval_rank1(self, table: str, spec: Mapping[str, Any]) -> list[Row]:
+        from lrfacebench.metrics.recognition import rank1_cmc
+
+        rows = []
+        for rec_name, rec_spec in spec["recognizers"].items():
+            embed, rec_key = self.recognizer(rec_name, rec_spec)
+            rec_sha = self.provenance(rec_key).get("checkpoint_sha256", "")
+            for test in self.data.of_role("identity"):
+                labels = [test.faces.identities[i] if i >= 0 else "" for i in test.faces.identity.tolist()]
+                for key in self._methods_of(spec):
+                    def compute(key: RunKey = key, test: TestSet = test) -> list[Row]:
+                        sr, _ = self.outputs(key, test)
+                        r = rank1_cmc(embed, sr, labels, trials=self.cfg.trials, seed=self.cfg.seed)
+                        row = self._row(table, test, key, metric="rank1", value=100 * r.rank1_mean,
+                                        std=100 * r.rank1_std, n_images=r.n_faces, higher_is_better=True,
+                                        protocol=f"{r.protocol};percent;recognizer={rec_name}"
+                                                 f"(sha256={rec_sha[:12]})")
+                        io.write_json(self.out / "cmc" / f"{test.name}__{rec_name}__{key.label}.json",
+                                      {"cmc": r.cmc, "n_identities": r.n_identities, "n_probes": r.n_probes})
+                        return [row]
+                    parts = {"kind": "rank1", "table": table, "test": test.sha256, "set": test.name,
+                             "recognizer": rec_sha or rec_name, "run": self.provenance(key).get(
+                                 "checkpoint_sha256", key.label), "key": key.label, "trials": self.cfg.trials,
+                             "seed": self.cfg.seed}
+                    rows += self.job(parts, compute)
+        return rows
+
+    def eval_sr_psnr_ssim(self, table: str, spec: Mapping[str, Any]) -> list[Row]:
+        from lrfacebench.metrics.psnr_ssim import measure_tensors
+
+        rows = []
+        for test in self.data.of_role("artificial"):
+            hr = test.faces.images.float() / 255
+            for key in self._methods_of(spec):
+                def compute(key: RunKey = key, test: TestSet = test) -> list[Row]:
+                    result = measure_tensors(self.outputs(key, test)[0], hr, crop_border=0)
+                    return [self._row(table, test, key, metric=d["metric"], value=d["value"], std=d["std"],
+                                      n_images=d["n_images"], higher_is_better=True,
+                                      protocol=f"{d['protocol']};lr=DS(hr) bicubic a=-0.5 x1/4")
+                            for d in result.rows()]
+                parts = {"kind": "sr_psnr_ssim", "table": table, "test": test.sha256, "set": test.name,
+                         "run": self.provenance(key).get("checkpoint_sha256", key.label), "key": key.label}
+                rows += self.job(parts, compute)
+        return rows
+
+    def eval_complexity(self, table: str, spec: Mapping[str, Any]) -> list[Row]:
+        from lrfacebench.methods import get_method
+        from lrfacebench.metrics.complexity import method_complexity
+
+        rows = []
+        for key in self._methods_of(spec):
+            def compute(key: RunKey = key) -> list[Row]:
+                run = self.ensure_trained(key)
+                cls = get_method(key.method)
+                config = cls.make_config(PRESETS[self.cfg.preset], key.variant)
+                counts = cls(config, "cpu").parameter_counts()  # every trained net, not only deployed
+                c = method_complexity(self.method(key), self.device)
+                dev = f"device={c['device_name']}"
+                out = [self._row(table, None, key, metric="params_deployed_M", value=counts["deployed"] / 1e6,
+                                 protocol="deployed modules; counted from code"),
+                       self._row(table, None, key, metric="params_trained_M", value=counts["trained"] / 1e6,
+                                 protocol="all trained modules; counted from code"),
+                       self._row(table, None, key, metric="ms_per_face", value=c["ms_per_face"],
+                                 protocol=f"batch 1; {c['warmup']} warm-up; median of {c['n_timed']}; {dev}"),
+                       self._row(table, None, key, metric="faces_per_s", value=c["faces_per_s"],
+                                 higher_is_better=True, protocol=f"batch {c['large_batch']}; {dev}")]
+                if run is not None:
+                    out.append(self._row(table, None, key, metric="train_hours", value=_train_seconds(run) / 3600,
+                                         protocol=f"wall time of the run ({PRESETS[self.cfg.preset]} preset); {dev}"))
+                return out
+            parts = {"kind": "complexity", "run": self.provenance(key).get("checkpoint_sha256", key.label),
+                     "key": key.label, "device": str(self.device)}
+            rows += self.job(parts, compute)
+        return rows
+
+    # ----- the whole benchmark -------------------------------------------------------------------
+    def run(self) -> list[Row]:
+        """Evaluate every selected table; write every output file; return all rows (ours + paper)."""
+        from tqdm import tqdm
+
+        io.write_json(self.out / "config.json", dataclasses.asdict(self.cfg))
+        rows: list[Row] = []
+        for table, spec in tqdm(self.specs.items(), desc="tables", disable=None):
+            t0 = time.perf_counter()
+            evaluate = getattr(self, f"eval_{spec['kind']}")
+            table_rows = evaluate(table, spec)
+            self.timings[table] = time.perf_counter() - t0
+            write_rows(self.out / f"{table}.csv", table_rows)
+            rows += table_rows
+            log.info("%s done in %.0f s", table, self.timings[table])
+        rows += load_reported(self.specs)
+        self.write_outputs(rows)
+        return rows
+
+    def write_outputs(self, rows: list[Row]) -> None:
+        write_rows(self.out / "leaderboard.csv", rows)
+        titles = {t: s.get("title", t) for t, s in self.specs.items()}
+        md = render_markdown(merge(rows), titles)
+        header = (f"# lrfacebench leaderboard\n\nPreset `{self.cfg.preset}` (training preset "
+                  f"`{PRESETS[self.cfg.preset]}`), device `{self.env.get('gpu') or self.device}`, "
+                  f"lrfacebench {self.env['lrfacebench']}, {dt.date.today().isoformat()}. "
+                  "Rows marked *reported in paper* are the values printed in Cheng et al. (WACV 2020) "
+                  "on their datasets, shown for reference only; every other value was measured by this "
+                  "run. Each dataset column states its N below the table.\n\n")
+        io.write_text(self.out / "LEADERBOARD.md", header + md)
+        io.write_json(self.out / "env.json", {**self.env, "timings_s": self.timings})
+        self.write_figures(rows)
+
+    def write_figures(self, rows: list[Row]) -> None:
+        fig_dir = self.out / "figures"
+        n = self.cfg.figure_faces
+        keys = [RunKey.parse(m) for m in self.specs.get("table1", {}).get("methods", [])
+                if not self.cfg.methods or m.split(":")[0] in self.cfg.methods]
+        for test in self.data.of_role("genuine"):
+            lr = test.faces.images[:n].float() / 255
+            if keys:
+                cols = [("LR", lr)] + [(k.label, self.outputs(k, test)[0][:n]) for k in keys]
+                figures.image_grid(cols, fig_dir / f"fig4_{test.name}.png")
+            regulating = [k for k in keys if self.method(k).regulate(lr[:1].to(self.device)) is not None]
+            for k in regulating:
+                figures.image_grid([("genuine", lr), ("regulated", self.outputs(k, test, "regulated")[0][:n]),
+                                    ("resolved", self.outputs(k, test)[0][:n])],
+                                   fig_dir / f"fig5_{test.name}_{k.label.replace(':', '-')}.png")
+            fids = {r.method if r.variant == "default" else f"{r.method}:{r.variant}": r.value for r in rows
+                    if r.table == "table1" and r.dataset == test.name and r.metric == "fid"
+                    and r.source == "reproduced"}
+            if fids:
+                figures.bar_plot(fids, fig_dir / f"fid_{test.name}.png", "FID (lower is better)",
+                                 f"Table 1 — {test.name}")
+        for path in sorted((self.out / "cmc").glob("*.json")) if (self.out / "cmc").is_dir() else []:
+            test_name, rec, _ = path.stem.split("__")
+            curves = {p.stem.split("__")[2]: io.read_json(p)["cmc"]
+                      for p in (self.out / "cmc").glob(f"{test_name}__{rec}__*.json")}
+            figures.cmc_plot(curves, fig_dir / f"cmc_{test_name}_{rec}.png", f"CMC — {test_name} ({rec})")
+
+
+def _train_seconds(run: Path) -> float:
+    """Cumulative training time of a run: the last ``time_s`` of its ``metrics.csv``."""
+    import csv
+
+    with open(run / "metrics.csv", newline="") as f:
+        times = [float(r["time_s"]) for r in csv.DictReader(f)]
+    return max(times) if times else 0.0
