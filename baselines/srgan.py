@@ -86,7 +86,8 @@ def load_vgg19_features(path: str, expected_sha256: str) -> nn.Module:
 
 class SRGAN(Method):
     name = "srgan"
-    summary = "SRGAN: SRResNet-16 + SRGAN D; MSE pre-training then adversarial (default content loss MSE)"
+    summary = ("SRGAN: SRResNet-16 + SRGAN D, MSE pre-training then adversarial; default variant "
+               "mse_adv replaces the VGG19 content loss by MSE (deviation)")
     Config = SRGANConfig
     presets = {
         "paper": {},

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lrfacebench.degrade import downsample, imresize, upsample
-from lrfacebench.io import list_images, read_rgb, sha256_file
+from lrfacebench.io import list_images, load_checkpoint, read_rgb, save_checkpoint, sha256_file
 from lrfacebench.methods import Batch, Method, get_method
 from lrfacebench.weights import WeightError
 
@@ -151,15 +151,26 @@ def test_routing_cyclegan_and_pool_feeds_d_only(faces) -> None:
     assert 6 <= from_history <= 26 and not out.requires_grad
 
 
-def test_cyclegan_pool_state_resumes_exactly(faces) -> None:
-    a = _build("cyclegan", "native", seed=1)
-    for i in range(3):
-        a.train_step("train", _batch(faces, torch.arange(4) + 4 * i), i)
-    b = _build("cyclegan", "native", seed=2)
-    b.load_state_dict(a.state_dict())
-    probe = torch.rand(8, 3, 16, 16)
-    assert torch.equal(a.pools["a"].query(probe), b.pools["a"].query(probe))
-    assert torch.equal(a.pools["a"].images, b.pools["a"].images)
+def test_cyclegan_resume_through_a_checkpoint_is_exact(tmp_path, faces) -> None:
+    """Nets, optimisers and the image pools (contents + random state) survive a weights-only
+    checkpoint: 3 steps + resume + 3 steps equals 6 uninterrupted steps, bit for bit."""
+    batches = [_batch(faces, torch.arange(4) + 4 * i) for i in range(6)]
+    full = _build("cyclegan", "native", seed=1)
+    for i, b in enumerate(batches):
+        full.train_step("train", b, i)
+    part = _build("cyclegan", "native", seed=1)
+    for i, b in enumerate(batches[:3]):  # 12 fakes: the pools (6) are full and swapping
+        part.train_step("train", b, i)
+    save_checkpoint(tmp_path / "c.pt", part.state_dict())
+    resumed = _build("cyclegan", "native", seed=2)
+    resumed.load_state_dict(load_checkpoint(tmp_path / "c.pt"))
+    for i, b in enumerate(batches[3:], 3):
+        resumed.train_step("train", b, i)
+    for name, net in full.nets.items():
+        other = resumed.nets[name].state_dict()
+        assert all(torch.equal(v, other[k]) for k, v in net.state_dict().items()), name
+    for k in ("a", "b"):
+        assert torch.equal(full.pools[k].images, resumed.pools[k].images)
 
 
 def test_routing_lrgan_h2l_detached_and_z_resampled(faces) -> None:
@@ -265,17 +276,24 @@ def _official_keys() -> set[str]:
     return keys
 
 
+def _randomised(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``net``'s state dict with every float entry random (BN statistics too; variances > 0), so
+    that a wrongly mapped tensor changes the output."""
+    state = {}
+    for k, v in net.state_dict().items():
+        if v.is_floating_point():
+            v = torch.randn_like(v) * 0.05
+            v = v.abs() + 0.5 if k.endswith("running_var") else v
+        state[k] = v
+    return state
+
+
 def test_lrgan_official_state_dict_loads_strictly(tmp_path, faces) -> None:
     from lrfacebench.baselines.lrgan import L2HGenerator, LRGAN, load_official_l2h
 
     torch.manual_seed(3)
-    official = L2HGenerator(layout="official")
-    state = official.state_dict()
+    state = _randomised(L2HGenerator(layout="official"))
     assert set(state) == _official_keys()
-    for k, v in state.items():  # random BN statistics too, so that a wrong mapping shows
-        if v.is_floating_point():
-            state[k] = torch.randn_like(v) * 0.05 + (1.0 if k.endswith("running_var") else 0.0)
-    state = {k: (v.abs() if k.endswith("running_var") else v) for k, v in state.items()}
     path = tmp_path / "model.pkl"
     torch.save(state, path)
     method = LRGAN.from_official(path)
@@ -293,19 +311,22 @@ def test_lrgan_official_state_dict_loads_strictly(tmp_path, faces) -> None:
         assert torch.equal(again.super_resolve(lr), method.eval().super_resolve(lr))
 
     # a DataParallel-prefixed checkpoint from PyTorch < 0.4.1 (no num_batches_tracked) converts
-    legacy = {f"module.{k}": v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    # (narrow widths from here on: the keys do not depend on them)
+    small = dict(channels=(16, 8, 8), blocks=(12, 3, 2))
+    reference = L2HGenerator(**small, layout="official").eval()
+    reference.load_state_dict(_randomised(reference))
+    legacy = {f"module.{k}": v for k, v in reference.state_dict().items() if not k.endswith("num_batches_tracked")}
     torch.save(legacy, tmp_path / "legacy.pkl")
-    net = load_official_l2h(tmp_path / "legacy.pkl").eval()
-    reference = L2HGenerator(layout="official").eval()
-    reference.load_state_dict(state)
+    net = load_official_l2h(tmp_path / "legacy.pkl", **small).eval()
     with torch.no_grad():
         assert torch.equal(net(lr * 2 - 1), reference(lr * 2 - 1))
+    state = reference.state_dict()
 
     wrong = dict(state)
     wrong["layers_set_final.2.0.conv1.weight"] = torch.zeros(1)  # a third group: not the release
     torch.save(wrong, tmp_path / "wrong.pkl")
     with pytest.raises(ValueError, match="unexpected keys"):
-        load_official_l2h(tmp_path / "wrong.pkl")
+        load_official_l2h(tmp_path / "wrong.pkl", **small)
 
 
 def test_lrgan_legacy_minmax_is_opt_in(faces) -> None:

@@ -111,7 +111,7 @@ def merge(rows: Sequence[Row]) -> list[Row]:
 
 
 def _fmt(x: float) -> str:
-    return "nan" if math.isnan(x) else (f"{x:.6g}" if abs(x) < 1e6 else f"{x:.6e}")
+    return "nan" if math.isnan(x) else f"{x:.10g}"
 
 
 def _cell(r: Row) -> str:
