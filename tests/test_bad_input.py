@@ -44,7 +44,8 @@ def bomb_png(path: Path, side: int = 40_000) -> None:
 def face_photo(sample_dir) -> np.ndarray:
     """A real group photo shrunk so that its faces average 13 px (RGB uint8)."""
     d = sample_dir / "scenes" / "dlib_faces"
-    return shrink_to_face_size(read_rgb(d / "2007_007763.jpg"), read_dlib_xml(d / "training.xml")["2007_007763.jpg"], 13.0)[0]
+    boxes = read_dlib_xml(d / "training.xml")["2007_007763.jpg"]
+    return shrink_to_face_size(read_rgb(d / "2007_007763.jpg"), boxes, 13.0)[0]
 
 
 def test_image_corpus(tmp_path, face_photo):

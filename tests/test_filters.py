@@ -35,7 +35,8 @@ def provenance_faces(sample_dir):
             if path.is_file():
                 if scene.group(1) not in scenes:
                     scenes[scene.group(1)] = read_rgb(path)
-                out.append((scenes[scene.group(1)], tuple(map(float, box.groups())), read_rgb(sample_dir / row["path"])))
+                stored = read_rgb(sample_dir / row["path"])
+                out.append((scenes[scene.group(1)], tuple(map(float, box.groups())), stored))
     assert len(out) > 200
     return out
 

@@ -93,7 +93,8 @@ def check_files(out: Path, rs: list[dict[str, str]], paired: bool) -> None:
 def make_pipa(root: Path, scenes) -> dict[tuple[str, int], str]:
     """PIPA layout; returns {(photo, box index): identity}. One person appears in both photos."""
     lines, ids = [], {}
-    for (name, (img, faces)), (photo, subset, sid) in zip(scenes.items(), (("100_1", "train", 1), ("200_5", "test", 3))):
+    photos = (("100_1", "train", 1), ("200_5", "test", 3))
+    for (img, faces), (photo, subset, sid) in zip(scenes.values(), photos):
         save(root / subset / f"{photo}.jpg", img)
         for k, b in enumerate(faces):
             ident = 7 if k == 0 else 1000 + 10 * sid + k  # identity 7 in both photos
@@ -183,7 +184,9 @@ def test_widerface_ground_truth_boxes(tmp_path, scenes):
     save(root / "WIDER_train" / "images" / "0--Parade" / "0_Parade_a.jpg", a)
     save(root / "WIDER_train" / "images" / "0--Parade" / "0_Parade_empty.jpg", np.full((40, 40, 3), 90, np.uint8))
     save(root / "WIDER_val" / "images" / "1--Meeting" / "1_Meeting_b.jpg", b)
-    line = lambda f, blur=0, invalid=0: f"{f[0]:.0f} {f[1]:.0f} {f[2] - f[0]:.0f} {f[3] - f[1]:.0f} {blur} 0 0 {invalid} 0 0"  # noqa: E731
+    def line(f: np.ndarray, blur: int = 0, invalid: int = 0) -> str:
+        return f"{f[0]:.0f} {f[1]:.0f} {f[2] - f[0]:.0f} {f[3] - f[1]:.0f} {blur} 0 0 {invalid} 0 0"
+
     train = ["0--Parade/0_Parade_a.jpg", str(len(fa))] + [line(f, invalid=int(k == 0)) for k, f in enumerate(fa)]
     train += ["0--Parade/0_Parade_empty.jpg", "0", "0 0 0 0 0 0 0 0 0 0",
               "0--Parade/0_Parade_gone.jpg", "1", "1 1 5 5 0 0 0 0 0 0",
@@ -222,7 +225,8 @@ def test_celeba_paired_crops_identities_and_partitions(tmp_path, sample_dir):
         faces[f"{k:06d}.png"] = face
     names = sorted(faces)
     (root / "Anno").mkdir()
-    (root / "Anno" / "identity_CelebA.txt").write_text("".join(f"{n} {10 + i % 2}\n" for i, n in enumerate(names)) + "oops\n")
+    ids = "".join(f"{n} {10 + i % 2}\n" for i, n in enumerate(names))
+    (root / "Anno" / "identity_CelebA.txt").write_text(ids + "oops\n")
     (root / "Eval").mkdir()
     (root / "Eval" / "list_eval_partition.txt").write_text("".join(f"{n} {i % 3}\n" for i, n in enumerate(names)))
     rs = build("celeba", root, tmp_path / "out")
@@ -261,7 +265,8 @@ def test_helen_landmark_crops(tmp_path, sample_dir):
     pts = np.round(pts, 3)
     (x1, y1), (x2, y2) = pts.min(0), pts.max(0)
     side, cx, cy = 1.45 * max(x2 - x1, y2 - y1), (x1 + x2) / 2, (y1 + y2) / 2 - 0.12 * 1.45 * max(x2 - x1, y2 - y1)
-    np.testing.assert_allclose(scan.items[0].annots[0].box, (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2))
+    expect = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+    np.testing.assert_allclose(scan.items[0].annots[0].box, expect)
     rs = build("helen", root, tmp_path / "out")
     assert len(rs) == 3
     check_files(tmp_path / "out", rs, paired=True)
@@ -283,14 +288,16 @@ def write_video(path: Path, frames: list[np.ndarray], fps: float = 10.0, codec: 
 
 def test_video_frames_times_and_duplicates_across_shards(tmp_path, scenes):
     (a, _), (b, _) = scenes.values()
-    b = np.ascontiguousarray(np.pad(b, ((0, a.shape[0] - b.shape[0]), (0, a.shape[1] - b.shape[1]), (0, 0)), mode="edge"))
+    pad = ((0, a.shape[0] - b.shape[0]), (0, a.shape[1] - b.shape[1]), (0, 0))
+    b = np.ascontiguousarray(np.pad(b, pad, mode="edge"))  # frames of one video share a size
     (tmp_path / "clips").mkdir()
     write_video(tmp_path / "clips" / "cam.avi", [a] * 5 + [b] * 4)  # frames 0-4 scene A, 5-8 scene B
     m = get_source("video")
     scan = m.scan(tmp_path / "clips" / "cam.avi", m.Options(stride=3))
     assert [(it.source, it.frame, it.time_s) for it in scan.items] == [("cam.avi", 0, 0.0), ("cam.avi", 3, 0.3),
                                                                       ("cam.avi", 6, 0.6)]
-    rs = build("video", tmp_path / "clips", tmp_path / "out", *FAST, "-o", "source.stride=3", "-o", "build.shard_size=1")
+    rs = build("video", tmp_path / "clips", tmp_path / "out", *FAST, "-o", "source.stride=3",
+               "-o", "build.shard_size=1")
     assert {r["frame"] for r in rs} == {"0", "6"} and {r["time_s"] for r in rs} == {"0.0", "0.6"}
     assert all(r["source"] == "cam.avi" for r in rs)
     with open(tmp_path / "out" / "rejected.csv", newline="") as f:
@@ -316,7 +323,8 @@ def test_folder_tree_splits_and_sidecar_boxes(tmp_path, scenes):
                                                                     ("test/deep/b.png", "test", "gt"),
                                                                     ("train/a.jpg", "train", "detect")]
     assert len(scan.problems) == 2
-    rs = build("folder", root, tmp_path / "out", *FAST, "-o", 'source.boxes="boxes.csv"', "-o", 'source.boxes_mode="gt"')
+    rs = build("folder", root, tmp_path / "out", *FAST, "-o", 'source.boxes="boxes.csv"',
+               "-o", 'source.boxes_mode="gt"')
     gt_rows = [r for r in rs if r["source"] == "test/deep/b.png"]
     assert gt_rows and all(r["identity"] == f"person{owner(r, fb)}" and r["score"] == "" for r in gt_rows)
     assert {r["split"] for r in rs} >= {"train", "test"}
@@ -339,3 +347,30 @@ def test_sample_scan_uses_provenance(sample_dir):
     # crops cut from scenes that are searched anyway are not added twice
     assert not any("ultralight_25" in it.source for it in crops)
     assert {it.split for it in crops} == {"train", "test"}
+
+
+def test_sample_readme_counts_match_provenance(sample_dir):
+    """The sample's own data card (README.md) states the counts that provenance.csv gives."""
+    from collections import Counter
+
+    with open(sample_dir / "provenance.csv", newline="") as f:
+        prov = list(csv.DictReader(f))
+    expected = []
+    for kind in ("hr", "genuine_lr", "scene"):
+        rs = [r for r in prov if r["kind"] == kind]
+        splits = Counter(r["split"] for r in rs if r["split"])
+        ids = Counter(r["identity"] for r in rs if r["identity"])
+        split_txt = ", ".join(f"{k} {v}" for k, v in sorted(splits.items())) or "-"
+        id_txt = (f"{sum(ids.values())} labelled, {len(ids)} identities ({sum(v >= 2 for v in ids.values())} with >= 2)"
+                  if ids else "-")
+        expected.append(f"| {kind} | {len(rs)} | {split_txt} | {id_txt} |")
+    by = Counter((r["source_repo"], r["license"].split(" (")[0], r["kind"]) for r in prov)
+    for repo, lic in sorted({(a, b) for a, b, _ in by}):
+        n = [by[(repo, lic, k)] for k in ("hr", "genuine_lr", "scene")]
+        expected.append(f"| {repo} | {lic} | {n[0]} | {n[1]} | {n[2]} |")
+    readme = (sample_dir / "README.md").read_text()
+    missing = [row for row in expected if row not in readme]
+    assert not missing, f"update lrfacebench/sample/README.md: {missing}"
+    assert {r["license"].split(" ")[0] for r in prov} <= {"MIT", "Boost", "Apache-2.0"}
+    for text in ("MIT License", "Boost Software License - Version 1.0", "Apache License", "biometric"):
+        assert text in readme

@@ -5,6 +5,7 @@ Heavy modules (torch, the detector, the shard worker) are imported inside functi
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -79,7 +80,6 @@ def claim_out(out: Path, plan: "Plan", cfg: "BuildConfig", plan_hash: str, overw
     """
     from lrfacebench import config as cfglib
     from lrfacebench.io import write_json
-    import json
 
     meta = out / "plan.json"
     if meta.is_file():
@@ -289,8 +289,6 @@ def build_dataset_command(source: str, root: Path | None, out: Path, workers: in
 
 
 def _dry_run(cfg: "BuildConfig", root: Path) -> None:
-    import json
-
     from lrfacebench import config as cfglib
     from lrfacebench.data.shards import make_plan
 

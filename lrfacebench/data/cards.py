@@ -40,10 +40,20 @@ def curated_text(name: str) -> str:
 
 
 def size_category(n: int) -> str:
-    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+                         (1_000_000, "100K<n<1M")):
         if n < limit:
             return label
     return "1M<n<10M"
+
+
+def _bars(hist: dict[str, int], cap: int) -> tuple[list[int], list[int]]:
+    """Bar positions and heights of a sparse size histogram; sizes above ``cap`` share one bar."""
+    acc: dict[int, int] = {}
+    for k, v in hist.items():
+        b = min(int(k), cap + 1)
+        acc[b] = acc.get(b, 0) + v
+    return list(acc), list(acc.values())
 
 
 def write_histogram(stats: dict[str, Any], path: Path) -> None:
@@ -57,15 +67,9 @@ def write_histogram(stats: dict[str, Any], path: Path) -> None:
 
     h = stats["size_histogram"]
     cap = max([int(k) for k in h["kept"]] + [32])  # candidates larger than every kept face share one bar
-    def bars(hist: dict[str, int]) -> tuple[list[int], list[int]]:
-        acc: dict[int, int] = {}
-        for k, v in hist.items():
-            acc[min(int(k), cap + 1)] = acc.get(min(int(k), cap + 1), 0) + v
-        return list(acc), list(acc.values())
-
     fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
-    ax.bar(*bars(h["candidates"]), width=0.9, color="none", edgecolor="grey", label="candidates")
-    ax.bar(*bars(h["kept"]), width=0.9, color="tab:blue", label="kept")
+    ax.bar(*_bars(h["candidates"], cap), width=0.9, color="none", edgecolor="grey", label="candidates")
+    ax.bar(*_bars(h["kept"], cap), width=0.9, color="tab:blue", label="kept")
     ax.set_xlabel(f"average face size (w+h)/2, px (last bar: > {cap})")
     ax.set_ylabel("faces")
     ax.set_title(f"{stats['dataset']}: {sum(h['kept'].values()):,} faces kept")
@@ -77,6 +81,7 @@ def write_histogram(stats: dict[str, Any], path: Path) -> None:
 
 
 def composition(stats: dict[str, Any]) -> str:
+    """The generated "Composition" section: counts, splits, identities, sizes, files, fields."""
     c = stats["counts"]
     s = stats.get("size_summary") or {}
     rows = [("faces", f"{c['kept']:,}"),
@@ -85,57 +90,77 @@ def composition(stats: dict[str, Any]) -> str:
                                        f"{c['identities_with_2_faces']:,} with >= 2 faces)"),
             ("splits", ", ".join(f"{k or '(none)'}: {v:,}" for k, v in c["splits"].items()) or "-")]
     if s:
-        rows.append(("average face size (px)", f"min {s['min']}, median {s['median']}, mean {s['mean']}, max {s['max']}"))
+        rows.append(("average face size (px)",
+                     f"min {s['min']}, median {s['median']}, mean {s['mean']}, max {s['max']}"))
+    hr = ", `hr64/`" if stats["kind"] == "paired" else ""
     out = ["## Composition", "", "*Generated from `stats.json` of this build.*", "", "| | |", "|---|---|"]
     out += [f"| {k} | {v} |" for k, v in rows]
     out += ["", "![Size histogram of kept faces](size_histogram.png)", "",
-            "Files: `manifest.csv` (one row per face), `crops/`, `lr16/`" + (", `hr64/`" if stats["kind"] == "paired" else "")
-            + ", `rejected.csv`, `unreadable.csv`, `stats.json`, `review/` (contact sheets).", "",
+            f"Files: `manifest.csv` (one row per face), `crops/`, `lr16/`{hr}, `rejected.csv`, "
+            "`unreadable.csv`, `stats.json`, `review/` (contact sheets).", "",
             "| manifest column | meaning |", "|---|---|"]
     out += [f"| `{k}` | {v} |" for k, v in FIELDS.items()]
     return "\n".join(out)
 
 
 def collection(stats: dict[str, Any]) -> str:
+    """The generated "Collection process" section: reader, detector, filters, rejections,
+    detector evaluation, versions and hashes."""
     cfg, c = stats["config"], stats["counts"]
-    env = stats.get("environment", {})
+    b = cfg["build"]
     out = ["## Collection process", "", "*Generated from `stats.json` of this build.*", "",
            f"- Source reader `{stats['source']}` with options `{_inline(cfg['source'])}`; "
            f"{c['items']:,} items planned in {stats['shards']:,} shards, {c['items_unreadable']:,} unreadable, "
            f"{c['annotation_problems']:,} annotation problems, {c['unreadable_rows']:,} rows in `unreadable.csv`."]
     if stats["kind"] == "paired":
-        b = cfg["build"]
-        out.append(f"- Paired faces: the fixed crop of the source options above, resized to {b['hr_size']}x{b['hr_size']} "
-                   f"with `degrade.imresize` (MATLAB bicubic) and quantised; LR = `degrade.downsample` (DS, x"
-                   f"{b['hr_size'] // b['lr_size']}) of the quantised HR, quantised with `degrade.to_uint8`.")
+        out.append(f"- Paired faces: the fixed crop of the source options above, resized to "
+                   f"{b['hr_size']}x{b['hr_size']} with `degrade.imresize` (MATLAB bicubic) and quantised; LR = "
+                   f"`degrade.downsample` (DS, x{b['hr_size'] // b['lr_size']}) of the quantised HR, quantised "
+                   "with `degrade.to_uint8`.")
     else:
         out += [f"- Detector `{cfg['detector']['name']}`: `{_inline(cfg['detector'])}`.",
-                f"- Filters: `{_inline(cfg['filters'])}`; a face takes the identity of the annotated head/person box "
-                f"holding at least {cfg['build']['identity_min_overlap']:.0%} of its area (best overlap wins).",
-                f"- Near-duplicates across shard borders are searched in the {cfg['build']['dedupe_window']} preceding shards."]
+                f"- Filters: `{_inline(cfg['filters'])}`.",
+                f"- Identity: that of the annotated head/person box holding at least "
+                f"{b['identity_min_overlap']:.0%} of the face's area (nearest box centre among several).",
+                f"- Near-duplicates across shard borders are searched in the {b['dedupe_window']} preceding shards."]
     out += ["", f"Candidates: {c['candidates']:,}; kept after the shards' filters: {c['kept_in_shards']:,}; "
                 f"kept in the end: {c['kept']:,}.", ""]
     if c["rejected_by_reason"]:
         out += ["| rejected because | candidates |", "|---|---|"]
         out += [f"| {k} | {v:,} |" for k, v in sorted(c["rejected_by_reason"].items(), key=lambda kv: -kv[1])]
         out.append("")
+    return "\n".join(out + _evaluation(stats) + [_provenance(stats)])
+
+
+def _evaluation(stats: dict[str, Any]) -> list[str]:
     evals = {k: v for k, v in stats.get("detector_eval", {}).items() if v["n_gt"]}
-    if evals:
-        out += ["Detector recall and precision on annotated faces of this build's inputs (IoU >= "
-                f"{cfg['build']['eval_min_iou']}; `native` = as stored, `Npx` = photo shrunk with `degrade.imresize` "
-                "so that the annotated faces average N px; every unmatched detection counts as a false positive, "
-                "so unannotated faces lower the precision):", "",
-                "| faces | annotated | detections | matched | recall | precision |", "|---|---|---|---|---|---|"]
-        out += [f"| {k} | {v['n_gt']} | {v['n_det']} | {v['n_tp']} | {v['recall']} | {v['precision']} |" for k, v in evals.items()]
-        out.append("")
-    t = stats["timings"]
-    out.append(f"Built with lrfacebench {env.get('lrfacebench')} (git {str(env.get('git_sha'))[:10]}), torch {env.get('torch')}, "
-               f"facenet-pytorch {env.get('facenet-pytorch')} on {env.get('device', 'cpu')}; config hash "
-               f"`{stats['config_hash'][:16]}`, plan hash `{stats['plan_hash'][:16]}`; shard worker time "
-               f"{t.get('total_s', 0):.0f} s. Annotation files (sha256): "
-               + (", ".join(f"`{k}` {v[:12]}" for k, v in stats["source_hashes"]["annotations"].items()) or "none")
-               + f"; inputs hash {stats['source_hashes']['inputs_sha256'][:12]} over {stats['source_hashes']['n_inputs_hashed']:,} files.")
-    return "\n".join(out)
+    if not evals:
+        return []
+    out = [f"Recall and precision on the annotated faces among this build's inputs (match: IoU >= "
+           f"{stats['config']['build']['eval_min_iou']}, one to one). `native`: this build's detections on "
+           "the stored photos; `Npx`: the photos shrunk with `degrade.imresize` so that the annotated faces "
+           f"average N px, detector scales {_scales(stats['config'])}; `detector`: raw detections; "
+           "`detector+filters`: after the quality filters (every filter but the size window and "
+           "near-duplicates). Every unmatched detection counts as a false positive, so unannotated faces "
+           "lower the precision.", "",
+           "| faces / stage | annotated | detections | matched | recall | precision |", "|---|---|---|---|---|---|"]
+    out += [f"| {k} | {v['n_gt']} | {v['n_det']} | {v['n_tp']} | {v['recall']} | {v['precision']} |"
+            for k, v in evals.items()]
+    return out + [""]
+
+
+def _scales(cfg: dict[str, Any]) -> list[float]:
+    return list(cfg["build"].get("eval_scales") or cfg["detector"]["scales"])
+
+
+def _provenance(stats: dict[str, Any]) -> str:
+    env, t, h = stats.get("environment", {}), stats["timings"], stats["source_hashes"]
+    files = ", ".join(f"`{k}` {v[:12]}" for k, v in h["annotations"].items()) or "none"
+    return (f"Built with lrfacebench {env.get('lrfacebench')} (git {str(env.get('git_sha'))[:10]}), "
+            f"torch {env.get('torch')}, facenet-pytorch {env.get('facenet-pytorch')} on "
+            f"{env.get('device', 'cpu')}; config hash `{stats['config_hash'][:16]}`, plan hash "
+            f"`{stats['plan_hash'][:16]}`; shard worker time {t.get('total_s', 0):.0f} s. Annotation files "
+            f"(sha256): {files}; inputs hash {h['inputs_sha256'][:12]} over {h['n_inputs_hashed']:,} files.")
 
 
 def _inline(d: dict[str, Any]) -> str:
@@ -181,6 +206,6 @@ def card_command(dataset: Path, text: Path | None) -> None:
       lrfb card lrfb-data/sample --text my-card.md
     """
     if not (dataset / "stats.json").is_file():
-        raise click.ClickException(f"{dataset}/stats.json not found: not a dataset built by `lrfb build-dataset`")
+        raise click.ClickException(f"{dataset}/stats.json not found: not a dataset built by lrfb build-dataset")
     path = write_card(dataset, text.read_text(encoding="utf-8") if text else None)
     click.echo(f"wrote {path}")

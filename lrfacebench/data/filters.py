@@ -11,6 +11,10 @@ R-Net (24x24) and O-Net (48x48) on the crop and its mirror image, up-sampled wit
 ``face_check_threshold``. Detection scores come from one O-Net pass on bicubic up-sampled
 context, so the mirrored views and the independent R-Net add evidence a single pass lacks:
 false detections on textures rarely look like a face both ways round to both nets.
+Measured (``benchmarks/bench_detect.py``): at 0.75 it keeps 99.1 % of the sample's 433 genuine-LR
+crops, rejects 99.9 % of 10-16 px background patches of real photos, and removes 16 of 17 false
+detections but none of 201 true faces in the dlib photos shrunk to 8-16 px (the threshold was
+chosen on these photos, so the last figure is not an independent test).
 
 Crops are RGB ``uint8`` ``(h,w,3)`` arrays cut without resampling (:func:`crop_face`).
 """
@@ -229,6 +233,13 @@ def _cheap_reason(c: Candidate, cfg: FilterConfig) -> str | None:
 _DUP_SIDE, _DUP_SHIFT, _DUP_COARSE, _DUP_PREFILTER = 16, 2, 4, 0.7
 
 
+def _chw(crop: np.ndarray):
+    """RGB uint8 (h,w,3) -> (1,3,h,w) float64 tensor."""
+    import torch
+
+    return torch.from_numpy(np.require(crop, requirements=("C", "W"))).permute(2, 0, 1)[None].double()
+
+
 def _ncc(v):
     v = v - v.mean(-1, keepdim=True)
     return v / (v.norm(dim=-1, keepdim=True) + 1e-8)
@@ -252,8 +263,7 @@ def near_duplicates(crops: Sequence[np.ndarray], cfg: FilterConfig) -> list[int 
     if n < 2:
         return [None] * n
     S, R = _DUP_SIDE, _DUP_SHIFT
-    small = torch.stack([imresize(torch.from_numpy(np.require(c, requirements=("C", "W"))).permute(2, 0, 1)[None].double(),
-                                  (S, S))[0] for c in crops])  # (n,3,S,S)
+    small = torch.stack([imresize(_chw(c), (S, S))[0] for c in crops])  # (n,3,S,S)
     coarse = _ncc(imresize(small, (_DUP_COARSE, _DUP_COARSE)).reshape(n, -1))
     centre = _ncc(small[:, :, R:S - R, R:S - R].reshape(n, -1))  # (n,D)
     shifted = _ncc(torch.stack([small[:, :, R + dy:S - R + dy, R + dx:S - R + dx].reshape(n, -1)

@@ -33,12 +33,14 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from lrfacebench import config as cfglib
-from lrfacebench.data.detect import Detection, DetectorConfig, make_detector, match_greedy, shrink_to_face_size
+from lrfacebench.data.detect import (Detection, DetectorConfig, evaluate_on_annotated, make_detector,
+                                     match_greedy)
 from lrfacebench.data.filters import (Candidate, FilterConfig, crop_face, crop_rect, filter_candidates,
-                                      near_duplicates)
+                                      near_duplicates, quality_filter)
 from lrfacebench.data.sources import get_source
 from lrfacebench.data.sources.base import Annot, Item, Problem, best_annot
-from lrfacebench.io import UnreadableImage, atomic_path, read_rgb, sha256_bytes, sha256_file, sha256_json, write_json
+from lrfacebench.io import (UnreadableImage, atomic_path, read_rgb, sha256_bytes, sha256_file, sha256_json,
+                            write_json)
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +60,10 @@ class BuildOptions:
     ``lr_size``/``hr_size``: output sizes. ``limit``: first N items only (0 = all).
     ``review_per_reason``: rejected crops kept per reason and shard for the review sheets;
     ``review_faces``: faces per contact sheet; ``review_sheets``: at most this many sheets of kept
-    faces. ``dedupe_window``: near-duplicates are also searched in this many preceding shards. ``eval_face_sizes``: photos with annotated face
-    boxes are also shrunk so their faces average these sizes (px) and the detector's recall and
-    precision are measured there (``eval_min_iou`` to match).
+    faces. ``dedupe_window``: near-duplicates are also searched in this many preceding shards.
+    ``eval_face_sizes``: photos with annotated face boxes are also shrunk so their faces average
+    these sizes (px) and the detector's recall and precision are measured there (``eval_min_iou``),
+    with the recipe's detector at ``eval_scales`` (empty: the recipe's scales).
     """
 
     shard_size: int = 16
@@ -74,6 +77,7 @@ class BuildOptions:
     dedupe_window: int = 2
     eval_face_sizes: tuple[float, ...] = ()
     eval_min_iou: float = 0.4
+    eval_scales: tuple[float, ...] = ()
 
 
 @dataclass
@@ -154,13 +158,14 @@ class ShardJob:
     items: tuple[dict[str, Any], ...]
 
 
-_DETECTOR: dict[str, Any] = {}  # one detector per process, keyed by its config
+_DETECTOR: dict[str, Any] = {}  # detectors of this process (build + evaluation), keyed by config
 
 
 def _detector(cfg: DetectorConfig) -> Any:
     key = sha256_json(cfglib.to_dict(cfg))
     if key not in _DETECTOR:
-        _DETECTOR.clear()
+        if len(_DETECTOR) >= 2:
+            _DETECTOR.clear()
         _DETECTOR[key] = make_detector(cfg)
     return _DETECTOR[key]
 
@@ -208,6 +213,8 @@ class _ShardWorker:
 
     def run(self, items: list[Item], progress: Callable[[int], None] | None) -> dict[str, Any]:
         t0 = time.perf_counter()
+        if any(it.mode in ("detect", "roi") for it in items):
+            _detector(self.cfg.detector)  # a missing weight file or device stops the build here, clearly
         step = max(1, self.cfg.detector.batch_size)
         for i in range(0, len(items), step):
             self._chunk(items[i:i + step])
@@ -217,7 +224,8 @@ class _ShardWorker:
             self._video[1].close()
         record = self._finish()
         self.timings["total_s"] = time.perf_counter() - t0
-        record["stats"] = {"counts": dict(self.counts), "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        record["stats"] = {"counts": dict(self.counts),
+                           "timings": {k: round(v, 3) for k, v in self.timings.items()},
                            "detector_eval": {k: dict(v) for k, v in self.evals.items()}}
         return record
 
@@ -245,8 +253,9 @@ class _ShardWorker:
             x1, y1, x2, y2 = a.box
             if item.mode != "paired" and (x2 <= 0 or y2 <= 0 or x1 >= w or y1 >= h):
                 file, _, line = a.ref.rpartition(":") if ":" in a.ref else (a.ref, "", "")
+                where = tuple(round(v, 1) for v in a.box)
                 self.unreadable.append(Problem(file or item.source, line,
-                                               f"box {tuple(round(v, 1) for v in a.box)} outside the {w}x{h} image {item.source}"))
+                                               f"box {where} outside the {w}x{h} image {item.source}"))
                 continue
             keep.append(a)
         return tuple(keep)
@@ -261,29 +270,53 @@ class _ShardWorker:
                 image = self._load(item)
             except UnreadableImage as e:
                 self.counts["items_unreadable"] += 1
-                self.unreadable.append(Problem(item.source, f"frame {item.frame}" if _is_video(item) else "", str(e)))
+                self._problem(item, str(e))
                 continue
             loaded.append((item, image, self._valid_annots(item, image)))
         self.timings["read_s"] += time.perf_counter() - t
         t = time.perf_counter()
-        dets = self._detect(loaded)
+        try:
+            dets = self._detect(loaded)
+        except Exception:  # noqa: BLE001 -- one odd input must not stop the build: retry one by one
+            loaded, dets = self._detect_each(loaded)
         self.timings["detect_s"] += time.perf_counter() - t
         t = time.perf_counter()
         for (item, image, annots), found in zip(loaded, dets):
-            if item.mode == "paired":
-                self._paired(item, image, annots)
-                continue
-            self._candidates(item, image, annots, found)
-            if any(a.is_face for a in annots) and item.mode in ("detect", "roi"):
-                self._evaluate(image, annots, found)
+            try:
+                if item.mode == "paired":
+                    self._paired(item, image, annots)
+                    continue
+                self._candidates(item, image, annots, found)
+                if any(a.is_face for a in annots) and item.mode in ("detect", "roi"):
+                    self._evaluate(image, annots, found)
+            except Exception as e:  # noqa: BLE001 -- reported, counted, logged; the build goes on
+                log.exception("failed on %s", item.source)
+                self._problem(item, f"processing failed: {type(e).__name__}: {e}")
         self.timings["crop_s"] += time.perf_counter() - t
+
+    def _problem(self, item: Item, reason: str) -> None:
+        self.unreadable.append(Problem(item.source, f"frame {item.frame}" if _is_video(item) else "", reason))
+
+    def _detect_each(self, loaded: list[tuple[Item, np.ndarray, tuple[Annot, ...]]]
+                     ) -> tuple[list[tuple[Item, np.ndarray, tuple[Annot, ...]]], list[list[Detection]]]:
+        """Detection item by item after a batch failed; failing items are reported and dropped."""
+        ok, dets = [], []
+        for entry in loaded:
+            try:
+                dets += self._detect([entry])
+                ok.append(entry)
+            except Exception as e:  # noqa: BLE001
+                log.exception("detection failed on %s", entry[0].source)
+                self._problem(entry[0], f"detection failed: {type(e).__name__}: {e}")
+        return ok, dets
 
     def _detect(self, loaded: list[tuple[Item, np.ndarray, tuple[Annot, ...]]]) -> list[list[Detection]]:
         out: list[list[Detection]] = [[] for _ in loaded]
         whole = [i for i, (it, _, _) in enumerate(loaded) if it.mode == "detect"]
         if whole:
-            for i, found in zip(whole, _detector(self.cfg.detector).detect_many([loaded[i][1] for i in whole])):
-                out[i] = found
+            found = _detector(self.cfg.detector).detect_many([loaded[i][1] for i in whole])
+            for i, f in zip(whole, found):
+                out[i] = f
         for i, (item, image, annots) in enumerate(loaded):
             if item.mode == "roi" and annots:
                 out[i] = _detector(self.cfg.detector).detect(image, rois=[a.roi or a.box for a in annots])
@@ -314,7 +347,8 @@ class _ShardWorker:
             sx, sy = w / rw, h / rh
             x1, y1, x2, y2 = x1 * sx, y1 * sy, x2 * sx, y2 * sy
         if x2 <= 0 or y2 <= 0 or x1 >= w or y1 >= h:
-            self.unreadable.append(Problem(crop_box.ref or item.source, "", f"crop box outside the {w}x{h} image"))
+            self.unreadable.append(Problem(crop_box.ref or item.source, "",
+                                           f"crop box outside the {w}x{h} image {item.source}"))
             return
         box = (x1, y1, x2, y2)
         crop = _padded_crop(image, box)
@@ -322,13 +356,20 @@ class _ShardWorker:
                                 reason=None, hr=_resize(crop, self.cfg.build.hr_size)))
 
     def _evaluate(self, image: np.ndarray, annots: tuple[Annot, ...], found: list[Detection]) -> None:
-        """Detector recall/precision on annotated faces: native scale, then shrunk copies."""
+        """Detector recall/precision on the item's annotated faces: at native size (this build's
+        detections), then on copies shrunk so the faces average each ``eval_face_sizes`` px, before
+        and after the quality filters (``filters.quality_filter``: all but size and duplicates)."""
+        import dataclasses
+
+        b = self.cfg.build
         gt = np.array([a.box for a in annots if a.is_face], dtype=np.float64)
-        min_iou = self.cfg.build.eval_min_iou
-        _count(self.evals["native"], gt, found, min_iou)
-        for size in self.cfg.build.eval_face_sizes:
-            small, gts = shrink_to_face_size(image, gt, float(size))
-            _count(self.evals[f"{size:g}px"], gts, _detector(self.cfg.detector).detect(small), min_iou)
+        _tally(self.evals["native/detector"], match_counts(found, gt, b.eval_min_iou))
+        dcfg = dataclasses.replace(self.cfg.detector, scales=b.eval_scales) if b.eval_scales else self.cfg.detector
+        for size in b.eval_face_sizes:
+            r = evaluate_on_annotated(_detector(dcfg), [image], [gt], float(size), b.eval_min_iou,
+                                      verify=quality_filter(self.cfg.filters))
+            _tally(self.evals[f"{size:g}px/detector"], r["raw"])
+            _tally(self.evals[f"{size:g}px/detector+filters"], r)
 
     # -- filtering and writing -----------------------------------------------------------------
     def _finish(self) -> dict[str, Any]:
@@ -346,7 +387,6 @@ class _ShardWorker:
                 kept.append(row)
                 thumbs[fid] = base64.b64encode(lr.tobytes()).decode()
                 continue
-            self.counts[f"rejected:{reason}"] += 1
             crop = ""
             if per_reason[reason] < self.cfg.build.review_per_reason:
                 per_reason[reason] += 1
@@ -359,7 +399,8 @@ class _ShardWorker:
         return {"shard": self.index, "kept": kept, "rejected": rejected, "thumbs": thumbs,
                 "unreadable": [list(p) for p in self.unreadable], "inputs": self.inputs,
                 "sizes": {"candidates": _histogram(f.detection.avg_size for f in self.faces),
-                          "kept": _histogram(f.detection.avg_size for f, r in zip(self.faces, reasons) if r is None)}}
+                          "kept": _histogram(f.detection.avg_size for f, r in zip(self.faces, reasons)
+                                             if r is None)}}
 
     def _filter(self) -> list[str | None]:
         """Filter reasons per face: reader rejections first, the configured filters for the rest.
@@ -373,8 +414,8 @@ class _ShardWorker:
             idx = [i for i, f in enumerate(self.faces) if f.reason is None and f.hr is None and f.whole == whole]
             if not idx:
                 continue
-            cands = [Candidate(self.faces[i].item.source, self.faces[i].item.frame, self.faces[i].detection,
-                               self.faces[i].image_size, self.faces[i].crop) for i in idx]
+            faces = [self.faces[i] for i in idx]
+            cands = [Candidate(f.item.source, f.item.frame, f.detection, f.image_size, f.crop) for f in faces]
             for i, r in zip(idx, filter_candidates(cands, fcfg)):
                 reasons[i] = r
         return reasons
@@ -418,11 +459,15 @@ def _padded_crop(image: np.ndarray, box: tuple[float, float, float, float]) -> n
     return np.pad(part, pad, mode="edge") if any(p for q in pad for p in q) else part.copy()
 
 
-def _count(acc: Counter[str], gt: np.ndarray, found: Sequence[Detection], min_iou: float) -> None:
+def match_counts(found: Sequence[Detection], gt: np.ndarray, min_iou: float) -> dict[str, int]:
+    """``n_gt``, ``n_det``, ``n_tp`` of detections against annotated boxes (greedy, IoU >= min_iou)."""
     det = np.array([d.box for d in found], dtype=np.float64).reshape(-1, 4)
-    acc["n_gt"] += len(gt)
-    acc["n_det"] += len(det)
-    acc["n_tp"] += len(match_greedy(det, gt, min_iou))
+    return {"n_gt": len(gt), "n_det": len(det), "n_tp": len(match_greedy(det, gt, min_iou))}
+
+
+def _tally(acc: Counter[str], r: dict[str, Any]) -> None:
+    for k in ("n_gt", "n_det", "n_tp"):
+        acc[k] += int(r[k])
 
 
 def _box_row(fid: str, face: _Face) -> dict[str, Any]:
@@ -505,21 +550,6 @@ def done_shards(out: Path, n_shards: int, plan_hash: str) -> set[int]:
     return done
 
 
-def cross_shard_duplicates(out: Path, kept: list[dict[str, Any]], fcfg: FilterConfig) -> dict[str, str]:
-    """``{face_id: face_id it duplicates}`` for near-duplicates whose earlier copy is in another shard.
-
-    Faces are compared in face-id order (the plan's order), so the result never depends on how
-    the shards were scheduled; duplicates inside one shard were already removed by its filters.
-    """
-    if len(kept) < 2:
-        return {}
-    crops = [read_rgb(out / r["crop"]) for r in kept]
-    dup = near_duplicates(crops, fcfg)
-    shard = [r["face_id"].split("-")[0] for r in kept]
-    return {kept[i]["face_id"]: kept[j]["face_id"] for i, j in enumerate(dup)
-            if j is not None and shard[j] != shard[i]}
-
-
 def write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict[str, Any] | Sequence[Any]]) -> None:
     """Write a CSV atomically (rows as dicts keyed by ``columns`` or as sequences)."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
@@ -556,9 +586,9 @@ class Exclusions:
             if "," in first:
                 ex._read_csv(path, text, problems)
             else:
-                for n, line in enumerate(text.splitlines(), 1):
+                for line in text.splitlines():
                     line = line.split("#", 1)[0].strip()
-                    if line:
+                    if line and line not in ("face_id", "candidate"):
                         ex.face_ids.add(line)
         return ex, problems
 
@@ -568,7 +598,7 @@ class Exclusions:
         id_col = "face_id" if "face_id" in cols else ("candidate" if "candidate" in cols else None)
         has_box = {"source", "x1", "y1", "x2", "y2"} <= cols
         if id_col is None and not has_box:
-            problems.append(Problem(path.name, "1", "exclusion CSV needs a face_id column or source,x1,y1,x2,y2"))
+            problems.append(Problem(path.name, "1", "exclusion CSV needs face_id or source,x1,y1,x2,y2 columns"))
             return
         for n, row in enumerate(reader, 2):
             if id_col and (row.get(id_col) or "").strip():
@@ -576,13 +606,15 @@ class Exclusions:
                 continue
             try:
                 box = tuple(float(row[k]) for k in ("x1", "y1", "x2", "y2"))
-                self.boxes.append((row["source"].strip(), (row.get("frame") or "").strip(), box))  # type: ignore[arg-type]
+                frame = (row.get("frame") or "").strip()
+                self.boxes.append((row["source"].strip(), frame, box))  # type: ignore[arg-type]
             except (KeyError, TypeError, ValueError) as e:
                 problems.append(Problem(path.name, str(n), f"bad exclusion row: {e}"))
 
     def write(self, path: Path) -> None:
         rows = [{"face_id": f} for f in sorted(self.face_ids)]
-        rows += [{"source": s, "frame": fr, "x1": b[0], "y1": b[1], "x2": b[2], "y2": b[3]} for s, fr, b in self.boxes]
+        rows += [{"source": s, "frame": fr, "x1": b[0], "y1": b[1], "x2": b[2], "y2": b[3]}
+                 for s, fr, b in self.boxes]
         write_csv(path, ("face_id", "source", "frame", "x1", "y1", "x2", "y2"), rows)
 
     def union(self, other: "Exclusions") -> "Exclusions":
@@ -599,13 +631,15 @@ class Exclusions:
             by_src[(r["source"], str(r["frame"]))].append(r)
         for source, frame, box in self.boxes:
             for r in by_src.get((source, frame), []):
-                if box_iou(np.array([box]), np.array([[r["x1"], r["y1"], r["x2"], r["y2"]]]))[0, 0] >= self.min_iou:
+                other = np.array([[r["x1"], r["y1"], r["x2"], r["y2"]]], dtype=np.float64)
+                if box_iou(np.array([box]), other)[0, 0] >= self.min_iou:
                     hit.add(r["face_id"])
         return hit
 
 
 # ---- merge ----------------------------------------------------------------------------------
-def window_duplicates(records: list[dict[str, Any]], fcfg: FilterConfig, window: int) -> dict[str, str]:
+def window_duplicates(records: list[dict[str, Any]], fcfg: FilterConfig, window: int
+                      ) -> dict[str, str]:
     """``{face_id: earlier face_id}`` for faces that near-duplicate a face of the ``window``
     preceding shards (the same face across video frames or repeated photos cut by a shard border).
 
@@ -672,9 +706,11 @@ def merge(out: Path, plan: Plan, cfg: BuildConfig, plan_hash: str, exclusions: E
             for c in ("crop", "lr16", "hr64"):
                 if r[c]:
                     (out / r[c]).unlink(missing_ok=True)
-            reason, detail = ("near_duplicate", f"duplicates {dups[fid]}") if fid in dups else ("excluded", "reviewer exclusion list")
+            reason, detail = (("near_duplicate", f"duplicates {dups[fid]}") if fid in dups
+                              else ("excluded", "reviewer exclusion list"))
             merged_rejects.append({**r, "candidate": fid, "reason": reason, "crop": "", "detail": detail})
-    rejected = sorted([r for rec in records for r in rec["rejected"]] + merged_rejects, key=lambda r: r["candidate"])
+    rejected = sorted([r for rec in records for r in rec["rejected"]] + merged_rejects,
+                      key=lambda r: r["candidate"])
     unreadable = list(plan.problems) + [Problem(*p) for rec in records for p in rec["unreadable"]]
     write_csv(out / "rejected.csv", REJECTED_COLUMNS, rejected)
     write_csv(out / "unreadable.csv", UNREADABLE_COLUMNS, unreadable)
@@ -689,7 +725,8 @@ def merge(out: Path, plan: Plan, cfg: BuildConfig, plan_hash: str, exclusions: E
     return MergeResult(manifest=final, stats=stats)
 
 
-def write_review(out: Path, kept: list[dict[str, Any]], rejected: list[dict[str, Any]], b: BuildOptions) -> None:
+def write_review(out: Path, kept: list[dict[str, Any]], rejected: list[dict[str, Any]],
+                 b: BuildOptions) -> None:
     """Contact sheets for a human reviewer: ``review/kept_NNN.jpg`` (pages of ``review_faces``)
     and ``review/rejected_<reason>.jpg``; ``review/index.csv`` maps sheet cells to face ids."""
     import shutil
@@ -701,7 +738,8 @@ def write_review(out: Path, kept: list[dict[str, Any]], rejected: list[dict[str,
     pages = [kept[i:i + b.review_faces] for i in range(0, len(kept), b.review_faces)][: b.review_sheets]
     for p, rows in enumerate(pages, 1):
         name = f"kept_{p:03d}.jpg"
-        contact_sheet([read_rgb(out / r["crop"]) for r in rows], [_short(r["face_id"]) for r in rows], out / "review" / name)
+        contact_sheet([read_rgb(out / r["crop"]) for r in rows], [_short(r["face_id"]) for r in rows],
+                      out / "review" / name)
         index += [(name, k, r["face_id"], "") for k, r in enumerate(rows)]
     by_reason: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rejected:
@@ -709,7 +747,8 @@ def write_review(out: Path, kept: list[dict[str, Any]], rejected: list[dict[str,
             by_reason[r["reason"]].append(r)
     for reason, rows in sorted(by_reason.items()):
         name = f"rejected_{reason}.jpg"
-        contact_sheet([read_rgb(out / r["crop"]) for r in rows], [_short(r["candidate"]) for r in rows], out / "review" / name)
+        contact_sheet([read_rgb(out / r["crop"]) for r in rows], [_short(r["candidate"]) for r in rows],
+                      out / "review" / name)
         index += [(name, k, r["candidate"], reason) for k, r in enumerate(rows)]
     write_csv(out / "review" / "index.csv", ("sheet", "cell", "face_id", "reason"), index)
 
@@ -760,7 +799,8 @@ def build_stats(plan: Plan, cfg: BuildConfig, plan_hash: str, records: list[dict
             "sources_with_faces": len({r["source"] for r in final}),
         },
         "size_histogram": {"note": "faces per 1-px bin of the average size (w+h)/2 in px: key 12 = [12, 13)",
-                           "kept": _histogram((float(r["width"]) + float(r["height"])) / 2 for r in final), **sizes},
+                           "kept": _histogram((float(r["width"]) + float(r["height"])) / 2 for r in final),
+                           **sizes},
         "size_summary": _size_summary(final),
         "detector_eval": {k: _rates(v) for k, v in sorted(evals.items())},
         "timings": {**{k: round(v, 3) for k, v in sorted(timings.items())}, **extra.get("timings", {})},
@@ -768,8 +808,8 @@ def build_stats(plan: Plan, cfg: BuildConfig, plan_hash: str, records: list[dict
         "shards": plan.n_shards, "exclusions": len(exclusions),
         "environment": environment(device),
         "source_hashes": {
-            "annotations": {f.relative_to(plan.root).as_posix() if f.is_relative_to(plan.root) else str(f): sha256_file(f)
-                            for f in plan.files},
+            "annotations": {(f.relative_to(plan.root).as_posix() if f.is_relative_to(plan.root) else str(f)):
+                            sha256_file(f) for f in plan.files},
             "inputs_sha256": sha256_json(sorted(inputs.items())), "n_inputs_hashed": len(inputs),
         },
     }
@@ -785,5 +825,6 @@ def _size_summary(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 def _rates(c: Counter[str]) -> dict[str, Any]:
     n_gt, n_det, n_tp = c["n_gt"], c["n_det"], c["n_tp"]
-    return {"n_gt": n_gt, "n_det": n_det, "n_tp": n_tp, "recall": round(n_tp / n_gt, 4) if n_gt else None,
+    return {"n_gt": n_gt, "n_det": n_det, "n_tp": n_tp,
+            "recall": round(n_tp / n_gt, 4) if n_gt else None,
             "precision": round(n_tp / n_det, 4) if n_det else None}

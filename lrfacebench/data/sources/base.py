@@ -11,11 +11,9 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 Box = tuple[float, float, float, float]
-Mode = Literal["detect", "roi", "gt", "paired"]
-MODES: tuple[str, ...] = ("detect", "roi", "gt", "paired")
 
 
 class Problem(NamedTuple):

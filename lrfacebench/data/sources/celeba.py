@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from lrfacebench.data.sources.base import (Annot, Item, LayoutError, Problem, Scan, find_file, rel,
                                            text_lines)
@@ -58,7 +59,8 @@ def scan(root: Path, opts: Options) -> Scan:
     return out
 
 
-def _table(root: Path, name: str, subdirs: tuple[str, ...], out: Scan, parse) -> dict[str, str]:
+def _table(root: Path, name: str, subdirs: tuple[str, ...], out: Scan,
+           parse: Callable[[str], str]) -> dict[str, str]:
     """``file name -> parsed value`` of a two-column CelebA list; bad lines become problems."""
     path = find_file(root, (name,), subdirs)
     if path is None:

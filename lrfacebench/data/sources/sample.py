@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import csv
 import re
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from lrfacebench.data.sources.base import Annot, Item, LayoutError, Problem, Scan, check_box, rel, xywh_box
+from lrfacebench.data.sources.base import Annot, Item, LayoutError, Problem, Scan, rel
 from lrfacebench.io import list_images
 
 KIND = "genuine"
@@ -73,6 +72,8 @@ def scan(root: Path, opts: Options) -> Scan:
 
 def _xml_faces(root: Path, out: Scan) -> dict[str, list[Annot]]:
     """Face boxes of the dlib XML files, keyed by image path relative to the sample root."""
+    from lrfacebench.data.detect import read_dlib_xml
+
     faces: dict[str, list[Annot]] = {}
     for name in ANNOTATIONS:
         path = root / name
@@ -80,24 +81,14 @@ def _xml_faces(root: Path, out: Scan) -> dict[str, list[Annot]]:
             continue
         out.files.append(path)
         try:
-            tree = ET.parse(path)
-        except ET.ParseError as e:
-            out.problems.append(Problem(name, str(e.position[0]), f"malformed XML: {e}"))
+            boxes = read_dlib_xml(path)
+        except ValueError as e:
+            out.problems.append(Problem(name, "", str(e)))
             continue
-        for image in tree.iter("image"):
-            key = f"{Path(name).parent.as_posix()}/{image.get('file', '')}"
-            for box in image.iter("box"):
-                if box.get("ignore") == "1":
-                    continue
-                try:
-                    b = xywh_box(*(float(box.get(k, "nan")) for k in ("left", "top", "width", "height")))
-                except ValueError as e:
-                    out.problems.append(Problem(name, "", f"{key}: bad box: {e}"))
-                    continue
-                if (why := check_box(b)) is not None:
-                    out.problems.append(Problem(name, "", f"{key}: {why}"))
-                    continue
-                faces.setdefault(key, []).append(Annot(box=b, ref=name, is_face=True))
+        folder = Path(name).parent.as_posix()
+        for file, b in boxes.items():
+            faces.setdefault(f"{folder}/{file}", []).extend(
+                Annot(box=tuple(float(v) for v in row), ref=name, is_face=True) for row in b)
     return faces
 
 
