@@ -130,13 +130,15 @@ def test_gradient_routing_stage1_terms(real):
     assert grads_reach(cr, t["L_fr_centre"]) == {"phi_fr", "centre_loss"}
 
     cr.enter_stage("stage1_cc")
+    cr.nets["phi_cr_tilde"].tail.weight.data.normal_(0, 0.1)  # away from the identity it starts at
     pseudo = cr.nets["phi_cr_tilde"](x_a)
     assert grads_reach(cr, cr.disc_loss("D_tilde", x_g, pseudo)[0]) == {"D_tilde"}
-    # Eq. 5 is phi~_cr's only loss; it never reaches D~ or phi_cr
-    assert grads_reach(cr, cr.tilde_generator_losses(x_a, pseudo)["L_gan_tilde"]) == {"phi_cr_tilde"}
+    # Eq. 5 (and the optional identity L1) is phi~_cr's only loss; it never reaches D~ or phi_cr
+    t = cr.tilde_generator_losses(x_a, pseudo)
+    assert grads_reach(cr, t["L_gan_tilde"]) == {"phi_cr_tilde"}
+    assert grads_reach(cr, t["L_tilde_id"]) == {"phi_cr_tilde"}
     r = cr.nets["phi_cr"](x_g)
     assert grads_reach(cr, cr.disc_loss("D", x_a, r)[0]) == {"D"}
-    cr.nets["phi_cr_tilde"].tail.weight.data.normal_(0, 0.1)  # away from identity
     t = cr.cr_losses(x_a, r)
     assert t["L_cr_rec"].item() > 0
     for term in ("L_cr", "L_cr_rec", "L_gan"):  # Eq. 6: phi_cr only -- never phi~_cr, never D

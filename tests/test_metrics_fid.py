@@ -186,6 +186,8 @@ def test_frechet_distance_equals_cleanfid_formula():
         sa = (xa.mean(0), np.cov(xa, rowvar=False))
         sb = (xb.mean(0), np.cov(xb, rowvar=False))
         assert fid.frechet_distance(sa, sb) == pytest.approx(cleanfid_fd(*sa, *sb), rel=1e-7)
+        # the N x N route (used when the features behind S_a are given and N < D) agrees
+        assert fid.frechet_distance(sa, sb, xa) == pytest.approx(cleanfid_fd(*sa, *sb), rel=1e-7)
     # rank-deficient case: square roots of ~1e-14 eigenvalues leave ~1e-6 of noise
     assert fid.frechet_distance(sa, sa) == pytest.approx(0.0, abs=1e-4)
     shifted = (sa[0] + 3.0, sa[1])

@@ -64,12 +64,25 @@ def _has_identities(fs: facelib.FaceSet) -> bool:
     return bool(ids.numel()) and int(torch.bincount(ids).max()) >= 2
 
 
-def sample_data() -> BenchData:
+def build_sample(out: Path, device: str = "auto") -> Path:
+    """``lrfb build-dataset sample`` into ``out`` (resumes a partial build; instant when done)."""
+    from lrfacebench.data.build import build, resolve_config
+    from lrfacebench.data.sources.sample import default_root
+
+    if not (out / "manifest.csv").is_file():
+        log.info("building the sample dataset -> %s", out)
+        build(resolve_config("sample", device=device), default_root(), out)
+    return out
+
+
+def sample_data(built: Path | None = None) -> BenchData:
     """The demo's data, all from the embedded sample (real faces, held-out splits):
 
-    - training: sample HR ``train`` identities and genuine-LR ``train`` scenes;
+    - training: sample HR ``train`` identities; genuine LR: the ``train`` split of ``built``
+      (``lrfb build-dataset sample``: tiny faces detected in the sample's photos), else the
+      sample's pre-cut genuine-LR ``train`` crops;
     - reference: HR faces of the held-out ``test`` identities;
-    - genuine: genuine-LR crops of the held-out scene (``sample-genuine``);
+    - genuine: genuine-LR faces of the held-out scene (``sample-genuine``; the ``test`` split);
     - identity: the sample has no identity-labelled genuine LR, so rank-1 runs on DS of the
       held-out HR identities (``sample-ids-ds``; labelled as artificial LR in every row);
     - artificial: the held-out HR faces (``sample-hr``).
@@ -79,8 +92,10 @@ def sample_data() -> BenchData:
     ids = facelib.load_faces(hr_test)
     lr_ids = facelib.FaceSet("lr", to_uint8(downsample(ids.images.float() / 255)), ids.identity,
                              ids.identities, ids.names, {"made_by": "DS(HR) of sample-hr"})
-    return BenchData(None, None, reference, [
-        _set("sample-genuine", "genuine", facelib.list_sample("lr", ("test",)), "test"),
+    genuine = (facelib.list_dataset(built, "lr", ("test",)) if built is not None
+               else facelib.list_sample("lr", ("test",)))
+    return BenchData(None, built, reference, [
+        _set("sample-genuine", "genuine", genuine, "test"),
         TestSet("sample-ids-ds", "identity", lr_ids, "test", hr_test.sha256,
                 "artificial LR: DS of held-out HR identities (the sample has no labelled genuine LR)"),
         TestSet("sample-hr", "artificial", reference.faces, "test", reference.sha256),
