@@ -244,11 +244,6 @@ class CycleGAN(Method):
         d_b = 0.5 * (lsgan(n["d_b"](real_a), True) + lsgan(n["d_b"](pooled_a), False))
         return {"d_a": d_a, "d_b": d_b}
 
-    def zero_grad(self) -> None:
-        """Clear every net's gradients, so each backward pass starts from nothing."""
-        for net in self.nets.values():
-            net.zero_grad(set_to_none=True)
-
     def train_step(self, stage: str, batch: Batch, step: int) -> dict[str, float]:
         self.train()
         lr = self.lr_at(step)

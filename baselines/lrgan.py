@@ -272,11 +272,6 @@ class LRGAN(Method):
         out["g_l2h"] = c.alpha * out["pixel_l2h"] + c.beta * out["gan_l2h"]
         return out
 
-    def zero_grad(self) -> None:
-        """Clear every net's gradients, so each backward pass starts from nothing."""
-        for net in self.nets.values():
-            net.zero_grad(set_to_none=True)
-
     def train_step(self, stage: str, batch: Batch, step: int) -> dict[str, float]:
         self.train()
         n, opt = self.nets, self.optimizers

@@ -153,11 +153,6 @@ class SRGAN(Method):
         return bce_real(d(hr)) + bce_fake(d(sr.detach()))
 
     # ----- training ---------------------------------------------------------------------------
-    def zero_grad(self) -> None:
-        """Clear every net's gradients, so each backward pass starts from nothing."""
-        for net in self.nets.values():
-            net.zero_grad(set_to_none=True)
-
     def train_step(self, stage: str, batch: Batch, step: int) -> dict[str, float]:
         self.train()
         if stage == "pretrain":

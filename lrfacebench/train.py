@@ -952,9 +952,11 @@ def train_command(method: str | None, hr: Path | None, lr: Path | None, split: s
                    overrides=overrides, hr=hr, lr=lr, split=tuple(x.strip() for x in split.split(",")),
                    out=out, device=device, seed=seed, resume=resume, stage=stage,
                    deterministic=deterministic, compile=compile_, dry_run=dry_run)
+    from lrfacebench.weights import WeightError
+
     try:
         run = Trainer(spec).run()
-    except ValueError as e:  # bad config values, devices, datasets
+    except (ValueError, WeightError) as e:  # bad config values, devices, datasets, weight files
         raise click.ClickException(str(e)) from None
     except KeyboardInterrupt:
         raise click.ClickException("interrupted: continue from the newest checkpoint with --resume") from None

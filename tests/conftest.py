@@ -6,9 +6,19 @@ from pathlib import Path
 import pytest
 import torch
 
+
 SAMPLE = Path(__file__).resolve().parent.parent / "lrfacebench" / "sample"
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_metric_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests never read or write the user's FID feature cache (~/.cache/lrfacebench)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LRFB_CACHE_DIR", str(tmp_path_factory.mktemp("lrfb-cache")))
+    yield
+    mp.undo()
 
 
 @pytest.fixture(scope="session")

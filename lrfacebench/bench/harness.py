@@ -261,7 +261,8 @@ class Benchmark:
             protocol = f"{protocol};{test.note}" if protocol else test.note
         return Row(table=table, dataset=test.name if test else "-", split=test.split if test else "",
                    method=label or (key.method if key else ""),
-                   variant=key.variant if key else "default",
+                   # the resolved variant: e.g. SRGAN's default is "mse_adv", a stated deviation
+                   variant=self.method(key).config.variant if key else "default",
                    std=math.nan if std is None else float(std), protocol=protocol,
                    **values, **self.provenance(key))
 

@@ -98,6 +98,11 @@ class Method(abc.ABC):
     def train_step(self, stage: str, batch: Batch, step: int) -> dict[str, float]:
         """Run one optimisation step of ``stage``; return every loss term by name (floats)."""
 
+    def zero_grad(self) -> None:
+        """Clear every net's gradients (set to None), so each backward pass starts from nothing."""
+        for net in self.nets.values():
+            net.zero_grad(set_to_none=True)
+
     # ----- inference -----------------------------------------------------------------------
     @abc.abstractmethod
     def super_resolve(self, lr: torch.Tensor, artificial: bool = False) -> torch.Tensor:
