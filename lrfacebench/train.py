@@ -51,6 +51,7 @@ FINAL = "final.pt"
 CHECKPOINTS = "checkpoints"
 _CKPT_RE = re.compile(r"^(\d{2})_(.+)_(\d{8}|done)\.pt$")
 PRESETS = ("paper", "cpu", "smoke")
+SAMPLE = "@sample"  # --hr/--lr value naming the embedded sample's faces
 
 
 @dataclass
@@ -463,10 +464,10 @@ class Trainer:
         if s.hr is None and s.lr is None:
             return {"hr": list_sample("hr", s.split), "lr": list_sample("lr", s.split)}
         out = {}
-        if s.hr is not None:
-            out["hr"] = list_dataset(s.hr, "hr", s.split)
-        if s.lr is not None:
-            out["lr"] = list_dataset(s.lr, "lr", s.split)
+        for kind, folder in (("hr", s.hr), ("lr", s.lr)):
+            if folder is not None:
+                out[kind] = (list_sample(kind, s.split) if str(folder) == SAMPLE
+                             else list_dataset(folder, kind, s.split))
         return out
 
     def plan(self) -> Plan:
@@ -898,8 +899,8 @@ def methods_command() -> None:
 
 @click.command("train", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("method", required=False)
-@click.option("--hr", type=click.Path(path_type=Path), help="HR paired set (e.g. celeba) written by lrfb build-dataset.")
-@click.option("--lr", type=click.Path(path_type=Path), help="Genuine-LR set (e.g. widerface) written by lrfb build-dataset.")
+@click.option("--hr", type=click.Path(path_type=Path), help="HR paired set (e.g. celeba) written by lrfb build-dataset, or @sample.")
+@click.option("--lr", type=click.Path(path_type=Path), help="Genuine-LR set (e.g. widerface) written by lrfb build-dataset, or @sample.")
 @click.option("--split", default="train", show_default=True,
               help="Split(s) used from each set, comma-separated, or 'all' (sets without splits are used whole).")
 @click.option("--preset", type=click.Choice(PRESETS), help="paper schedule, cpu (tens of minutes) or smoke "

@@ -239,6 +239,11 @@ def test_trains_on_built_dataset_folders_and_needs_every_stream(tmp_path):
     assert data["hr"]["sha256"] == sha256_file(hr / "manifest.csv") and data["lr"]["n_faces"] == 10
     n_ids = len({r["identity"] for r in csv.DictReader(open(hr / "manifest.csv")) if r["identity"]})
     assert json.loads((run / "config.json").read_text())["config"]["n_identities"] == n_ids
+    # "@sample" names the embedded sample for one stream while the other is a built set
+    mixed = train(TINY, "smoke", hr="@sample", lr=lr, out=tmp_path / "m", device="cpu", split=("all",),
+                  overrides=["pretrain_iterations=1", "finetune_iterations=1"])
+    data = json.loads((mixed / "env.json").read_text())["data"]
+    assert data["hr"]["source"] == "sample" and data["lr"]["n_faces"] == 10
 
 
 def test_cli_dry_run_list_and_methods(tmp_path, monkeypatch):

@@ -141,7 +141,7 @@ class Benchmark:
     def ensure_trained(self, key: RunKey) -> Path | None:
         """The finished run of ``key`` (trained now if missing or unfinished); None if untrained."""
         from lrfacebench.methods import get_method
-        from lrfacebench.train import FINAL, train
+        from lrfacebench.train import FINAL, SAMPLE, train
 
         cls = get_method(key.method)
         if not cls(cls.make_config("smoke", key.variant), "cpu").stages():
@@ -151,7 +151,7 @@ class Benchmark:
             log.info("training %s -> %s", key.label, out)
             t0 = time.perf_counter()
             train(key.method, PRESETS[self.cfg.preset], variant=key.variant, out=out,
-                  hr=self.data.train_hr, lr=self.data.train_lr, device=self.cfg.device,
+                  hr=self.data.train_hr or SAMPLE, lr=self.data.train_lr or SAMPLE, device=self.cfg.device,
                   seed=self.cfg.seed + key.seed_offset,
                   # only the newest end-of-stage checkpoint is kept: runs stay small on disk
                   overrides=key.overrides + ("engine.keep_stage_checkpoints=false",),
