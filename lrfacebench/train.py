@@ -335,33 +335,18 @@ def sample_grid(method: "Method", lr: "torch.Tensor", artificial: bool = False,
                 hr: "torch.Tensor | None" = None) -> "Any":
     """RGB uint8 ``(H,W,3)`` grid: a row per face of ``lr`` ``(N,3,16,16)`` in [0,1]; columns
     LR | regulated LR (if the method regulates) | SR | HR (if given), LR columns nearest x4."""
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
-    from PIL import Image, ImageDraw
-
-    from lrfacebench.degrade import to_uint8
+    from lrfacebench.bench.figures import grid_array
 
     with inference_mode(method):
         sr = method.super_resolve(lr, artificial=artificial).float()
         reg = None if artificial else method.regulate(lr)
-    up = lambda x: F.interpolate(x.float(), scale_factor=4, mode="nearest")  # noqa: E731
-    cols = [("DS(HR)" if artificial else "genuine LR", up(lr))]
+    cols = [("DS(HR)" if artificial else "genuine LR", lr)]
     if reg is not None:
-        cols.append(("regulated", up(reg)))
+        cols.append(("regulated", reg))
     cols.append(("SR", sr))
     if hr is not None:
-        cols.append(("HR", hr.float()))
-    tiles = torch.stack([c[1].clamp(0, 1).cpu() for c in cols], 1)  # (N, columns, 3, 64, 64)
-    tiles = F.pad(tiles, (2, 0, 2, 0), value=1.0)  # white 2 px gaps on the top and left
-    n, k = tiles.shape[:2]
-    grid = tiles.permute(2, 0, 3, 1, 4).reshape(3, n * 66, k * 66)
-    grid = to_uint8(F.pad(grid, (0, 2, 0, 2), value=1.0)).permute(1, 2, 0).numpy()
-    header = Image.new("RGB", (grid.shape[1], 14), "white")
-    draw = ImageDraw.Draw(header)
-    for i, (title, _) in enumerate(cols):
-        draw.text((2 + i * 66, 1), title, fill="black")
-    return np.concatenate([np.asarray(header), grid], 0)
+        cols.append(("HR", hr))
+    return grid_array(cols)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,32 +9,41 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from lrfacebench.io import atomic_path
+from lrfacebench.io import atomic_path, write_png
 
 CELL = 64
 HEADER = 14
+GAP = 2
 
 
-def image_grid(columns: Sequence[tuple[str, torch.Tensor]], path: str | Path, cell: int = CELL) -> None:
-    """Write a PNG grid: one titled column per ``(title, images)``, one row per face.
+def grid_array(columns: Sequence[tuple[str, torch.Tensor]], cell: int = CELL) -> np.ndarray:
+    """RGB uint8 ``(H,W,3)`` grid: one titled column per ``(title, images)``, one row per face,
+    white 2 px gaps. ``images``: ``(N,3,h,w)`` float in [0,1], nearest-neighbour scaled to
+    ``cell`` (so 16x16 inputs show their real pixels). All columns must have the same N."""
+    import torch.nn.functional as F
 
-    ``images``: ``(N,3,h,w)`` float in [0,1] (any h,w; nearest-neighbour scaled to ``cell``,
-    so 16x16 inputs show their real pixels). All columns must have the same N.
-    """
+    from lrfacebench.degrade import to_uint8
+
     n = {len(t) for _, t in columns}
     if len(n) != 1:
         raise ValueError(f"columns have different lengths: {sorted(n)}")
-    rows = n.pop()
-    canvas = Image.new("RGB", (cell * len(columns), HEADER + cell * rows), "white")
-    draw = ImageDraw.Draw(canvas)
-    for c, (title, images) in enumerate(columns):
-        draw.text((c * cell + 2, 1), title[: cell // 6], fill="black")
-        arr = (images.detach().float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-        for r, img in enumerate(arr):
-            tile = Image.fromarray(img).resize((cell, cell), Image.Resampling.NEAREST)
-            canvas.paste(tile, (c * cell, HEADER + r * cell))
-    with atomic_path(path) as tmp:
-        canvas.save(tmp, format="PNG")
+    tiles = torch.stack([F.interpolate(t.detach().float().cpu(), size=(cell, cell), mode="nearest")
+                         .clamp(0, 1) for _, t in columns], 1)  # (N, columns, 3, cell, cell)
+    tiles = F.pad(tiles, (GAP, 0, GAP, 0), value=1.0)
+    rows, k = tiles.shape[:2]
+    step = cell + GAP
+    grid = tiles.permute(2, 0, 3, 1, 4).reshape(3, rows * step, k * step)
+    grid = to_uint8(F.pad(grid, (0, GAP, 0, GAP), value=1.0)).permute(1, 2, 0).numpy()
+    header = Image.new("RGB", (grid.shape[1], HEADER), "white")
+    draw = ImageDraw.Draw(header)
+    for i, (title, _) in enumerate(columns):
+        draw.text((GAP + i * step, 1), title[: cell // 6], fill="black")
+    return np.concatenate([np.asarray(header), grid], 0)
+
+
+def image_grid(columns: Sequence[tuple[str, torch.Tensor]], path: str | Path, cell: int = CELL) -> None:
+    """Write :func:`grid_array` of ``columns`` as a PNG."""
+    write_png(path, grid_array(columns, cell))
 
 
 def cmc_plot(curves: Mapping[str, np.ndarray], path: str | Path, title: str = "CMC") -> None:
