@@ -266,6 +266,13 @@ def test_options(real):
     out = cr.train_step("stage1_cc", batch, 0)  # warm-up: only D~ and phi~_cr
     assert "L_D" not in out and state_hash(cr.nets["phi_cr"]) == phi_cr
     assert "L_D" in cr.train_step("stage1_cc", batch, 1)
+    # the cpu preset's stage1_sr: MSE only (no D_sr step) at its own learning rate
+    mse_only = make(n_ids, sr_adv_weight=0.0, sr_lr=5e-4)
+    d_sr = state_hash(mse_only.nets["D_sr"])
+    assert set(mse_only.train_step("stage1_sr", batch, 0)) == {"L_sr"}
+    assert state_hash(mse_only.nets["D_sr"]) == d_sr
+    assert mse_only.optimizers["phi_sr"].param_groups[0]["lr"] == 5e-4
+    assert mse_only.optimizers["G"].param_groups[0]["lr"] == 1e-4  # stage 2 keeps the paper's lr
 
 
 def test_bad_input_is_reported(real):
@@ -279,12 +286,12 @@ def test_bad_input_is_reported(real):
         make(n_ids, variant="wo_srri").train_step("stage2", batch, 0)
     with pytest.raises(ValueError, match="n_identities=0"):
         make(0).train_step("stage1_fr", batch, 0)
-    with pytest.raises(ValueError, match="out of range"):
-        cr.train_step("stage1_fr", Batch(hr=batch.hr, identity=batch.identity + 5), 0)
-    unlabelled = Batch(hr=batch.hr, identity=torch.full((B,), -1))
     before = state_hash(cr.nets["phi_fr"])
-    assert cr.train_step("stage1_fr", unlabelled, 0) == {"fr_skipped": 1.0}
-    assert cr.skipped_fr_batches == 1 and state_hash(cr.nets["phi_fr"]) == before
+    with pytest.raises(ValueError, match=r"identities must be in \[0, "):
+        cr.train_step("stage1_fr", Batch(hr=batch.hr, identity=batch.identity + n_ids), 0)
+    with pytest.raises(ValueError, match="unlabelled faces are -1"):
+        cr.train_step("stage1_fr", Batch(hr=batch.hr, identity=torch.full((B,), -1)), 0)
+    assert state_hash(cr.nets["phi_fr"]) == before
 
 
 # ----- short training runs on real faces ------------------------------------------------------------

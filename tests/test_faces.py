@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -138,6 +139,25 @@ def test_feeder_batches_are_device_tensors_with_ds_pairs_and_aligned_identities(
     assert only.hr is None and only.identity is None and only.lr_artificial is None
     with pytest.raises(DatasetError, match="needs \\['lr_genuine'\\]"):
         Feeder(hr_set, None, "cpu").batch(Stage("x", 1, batch_size=2), 0, 0)
+
+
+def test_identity_stages_draw_only_labelled_faces(sets):
+    """The sample has HR faces without identity (-1): a stage that needs identities never gets
+    one, over more than an epoch of its labelled faces; other stages still see every face."""
+    hr_set, _ = sets
+    labelled = int((hr_set.identity >= 0).sum())
+    assert 0 < labelled < len(hr_set)
+    feeder = Feeder(hr_set, None, "cpu", seed=3)
+    fr = Stage("fr", 100, needs=("hr", "identity"), batch_size=16)
+    ids = torch.cat([feeder.batch(fr, 0, k).identity for k in range(labelled // 16 + 2)])
+    assert int(ids.min()) >= 0 and len(set(ids.tolist())) == hr_set.n_identities
+    sr = Stage("sr", 100, needs=("hr",), batch_size=16)
+    seen = {to_uint8(x).numpy().tobytes() for k in range(len(hr_set) // 16 + 2)
+            for x in feeder.batch(sr, 1, k).hr}
+    assert len(seen) > labelled
+    unlabelled = dataclasses.replace(hr_set, identity=torch.full_like(hr_set.identity, -1))
+    with pytest.raises(DatasetError, match="needs identity labels but no HR face has one"):
+        Feeder(unlabelled, None, "cpu").batch(fr, 0, 0)
 
 
 def test_feeder_is_a_pure_function_of_step_and_covers_epochs_across_ranks(sets):

@@ -278,8 +278,13 @@ class Feeder:
         self.hr = self._place(hr.images) if hr is not None else None
         self.identity = hr.identity.to(self.hr.device) if hr is not None else None
         self.lr = self._place(lr.images) if lr is not None else None
+        # stages that need identities draw from the labelled HR faces only, so that every batch
+        # (on every rank) has a label for each face and no step is ever skipped
+        self.labelled = (torch.nonzero(self.identity >= 0).flatten()
+                         if self.identity is not None else None)
         self._streams = {name: _Stream(len(t), seed, name, t.device)
-                         for name, t in (("hr", self.hr), ("lr", self.lr)) if t is not None}
+                         for name, t in (("hr", self.hr), ("lr", self.lr), ("hr_labelled", self.labelled))
+                         if t is not None and len(t)}
 
     def _place(self, t: torch.Tensor) -> torch.Tensor:
         if _fits_on(self.device, t.numel() * t.element_size()):
@@ -297,19 +302,25 @@ class Feeder:
         return self._layout(u8.float().div_(255.0))
 
     def provides(self) -> set[str]:
-        """The Batch streams this feeder can fill."""
-        out = {"hr", "identity", "lr_artificial"} if self.hr is not None else set()
+        """The Batch streams this feeder can fill (``identity`` only if some HR face has one)."""
+        out = {"hr", "lr_artificial"} if self.hr is not None else set()
+        out |= {"identity"} if "hr_labelled" in self._streams else set()
         return out | ({"lr_genuine"} if self.lr is not None else set())
 
     def batch(self, stage: Stage, stage_index: int, step: int) -> Batch:
         """The batch of ``step`` (0-based) of ``stage``: only the streams in ``stage.needs``."""
         needs, b = set(stage.needs), stage.batch_size
         missing = needs - self.provides()
+        if missing == {"identity"}:
+            raise DatasetError(f"stage {stage.name!r} needs identity labels but no HR face has one")
         if missing:
             raise DatasetError(f"stage {stage.name!r} needs {sorted(missing)} but no such faces were loaded")
         out = Batch()
         if needs & {"hr", "identity", "lr_artificial"}:
-            idx = self._streams["hr"].indices(stage_index, step, b, self.rank, self.world_size)
+            stream = "hr_labelled" if "identity" in needs else "hr"
+            idx = self._streams[stream].indices(stage_index, step, b, self.rank, self.world_size)
+            if stream == "hr_labelled":
+                idx = self.labelled[idx]
             hr = self._image(self._take(self.hr, idx))
             if "hr" in needs:
                 out.hr = hr
