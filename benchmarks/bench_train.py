@@ -74,7 +74,7 @@ def bench_device(args: argparse.Namespace, device: torch.device) -> None:
     method = cls(cfg, device)
     engine = EngineConfig(compile=args.compile)
     channels_last = prepare_nets(method, engine)
-    feeder = Feeder(hr, lr, device, seed=0, channels_last=channels_last)
+    feeder = Feeder(hr, lr, device, seed=0, channels_last=channels_last, hflip=True)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"\n== {args.method} ({args.preset}/{args.variant}) on {device} [{name}]")
     peaks = {"fp32": conv_peak(device, torch.float32)}

@@ -664,7 +664,7 @@ class Trainer:
         for k, fs in sets.items():
             log.info("%s faces: %d from %s (%d identities)", k, len(fs), fs.info["source"], fs.n_identities)
         feeder = Feeder(sets.get("hr"), sets.get("lr"), device, seed=plan.seed, rank=ctx.rank,
-                        world_size=ctx.world_size, channels_last=channels_last)
+                        world_size=ctx.world_size, channels_last=channels_last, hflip=plan.config.hflip)
         self._fixed = self._fixed_faces(sets, engine.n_samples, device)
 
         start_index, start_step, elapsed = self._restore(method, stages, device, ctx, plan.seed)

@@ -141,6 +141,20 @@ def test_feeder_batches_are_device_tensors_with_ds_pairs_and_aligned_identities(
         Feeder(hr_set, None, "cpu").batch(Stage("x", 1, batch_size=2), 0, 0)
 
 
+def test_hflip_mirrors_about_half_of_the_faces_before_ds_and_is_reproducible(sets):
+    hr_set, lr_set = sets
+    stage = Stage("s", 10, needs=("hr", "lr_artificial", "lr_genuine"), batch_size=64)
+    b = Feeder(hr_set, lr_set, "cpu", seed=5, hflip=True).batch(stage, 0, 2)
+    again = Feeder(hr_set, lr_set, "cpu", seed=5, hflip=True).batch(stage, 0, 2)
+    plain = Feeder(hr_set, lr_set, "cpu", seed=5).batch(stage, 0, 2)  # same faces, not mirrored
+    assert torch.equal(b.hr, again.hr) and torch.equal(b.lr_genuine, again.lr_genuine)
+    assert torch.equal(b.lr_artificial, downsample(b.hr))  # the pair is made after mirroring
+    for got, ref in ((b.hr, plain.hr), (b.lr_genuine, plain.lr_genuine)):
+        mirrored = torch.tensor([torch.equal(g, r.flip(2)) and not torch.equal(g, r) for g, r in zip(got, ref)])
+        kept = torch.tensor([torch.equal(g, r) for g, r in zip(got, ref)])
+        assert bool((mirrored | kept).all()) and 16 <= int(mirrored.sum()) <= 48
+
+
 def test_identity_stages_draw_only_labelled_faces(sets):
     """The sample has HR faces without identity (-1): a stage that needs identities never gets
     one, over more than an epoch of its labelled faces; other stages still see every face."""

@@ -272,9 +272,11 @@ class Feeder:
     """
 
     def __init__(self, hr: FaceSet | None, lr: FaceSet | None, device: torch.device | str,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, channels_last: bool = False) -> None:
+                 seed: int = 0, rank: int = 0, world_size: int = 1, channels_last: bool = False,
+                 hflip: bool = False) -> None:
         self.device = torch.device(device)
         self.rank, self.world_size, self.channels_last = rank, world_size, channels_last
+        self.seed, self.hflip = seed, hflip
         self.hr = self._place(hr.images) if hr is not None else None
         self.identity = hr.identity.to(self.hr.device) if hr is not None else None
         self.lr = self._place(lr.images) if lr is not None else None
@@ -298,8 +300,16 @@ class Feeder:
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def _image(self, u8: torch.Tensor) -> torch.Tensor:
-        return self._layout(u8.float().div_(255.0))
+    def _image(self, u8: torch.Tensor, stream: str, stage_index: int, step: int) -> torch.Tensor:
+        """uint8 faces -> float in [0,1]; with ``hflip``, each mirrored with probability 1/2
+        (a pure function of seed, stream, stage, step and rank, like the indices)."""
+        x = u8.float().div_(255.0)
+        if self.hflip:
+            g = torch.Generator(device=x.device)
+            g.manual_seed(derive_seed(self.seed, "hflip", stream, stage_index, step, self.rank))
+            flip = torch.rand(len(x), generator=g, device=x.device) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        return self._layout(x)
 
     def provides(self) -> set[str]:
         """The Batch streams this feeder can fill (``identity`` only if some HR face has one)."""
@@ -321,7 +331,7 @@ class Feeder:
             idx = self._streams[stream].indices(stage_index, step, b, self.rank, self.world_size)
             if stream == "hr_labelled":
                 idx = self.labelled[idx]
-            hr = self._image(self._take(self.hr, idx))
+            hr = self._image(self._take(self.hr, idx), "hr", stage_index, step)  # DS pairs follow
             if "hr" in needs:
                 out.hr = hr
             if "identity" in needs:
@@ -330,5 +340,5 @@ class Feeder:
                 out.lr_artificial = self._layout(downsample(hr))
         if "lr_genuine" in needs:
             idx = self._streams["lr"].indices(stage_index, step, b, self.rank, self.world_size)
-            out.lr_genuine = self._image(self._take(self.lr, idx))
+            out.lr_genuine = self._image(self._take(self.lr, idx), "lr", stage_index, step)
         return out

@@ -54,6 +54,9 @@ class MethodConfig:
 
     variant: str = "default"
     n_identities: int = 0  # set by the trainer from the HR data (CentreFace, SICNN, ...)
+    # Training faces are mirrored with probability 1/2 (HR before DS, genuine LR independently).
+    # Fill-in: no paper of the benchmark states its augmentation; BasicSR's default for faces.
+    hflip: bool = True
 
 
 class Method(abc.ABC):

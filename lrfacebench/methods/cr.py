@@ -269,7 +269,7 @@ class CR(Method):
         # - with the paper's GAN-only Eq. 5, phi~_cr forgets its input within ~50 iterations on
         #   the sample (faces unrecognisable after 600), so the identity L1 option (§1.5.4) is on.
         "cpu": {"sr_iterations": 2000, "sr_lr": 5e-4, "sr_adv_weight": 0.0, "fr_iterations": 400,
-                "cc_iterations": 1500, "joint_iterations": 400, "tilde_identity_l1": 1.0},
+                "cc_iterations": 600, "joint_iterations": 600, "tilde_identity_l1": 1.0},
         # a whole `lrfb train cr` in a few seconds: every step of every stage runs twice
         "smoke": {"sr_iterations": 2, "fr_iterations": 2, "cc_iterations": 2,
                   "joint_iterations": 2, "batch_size": 4, "fr_batch_size": 4},
