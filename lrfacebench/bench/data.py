@@ -82,7 +82,7 @@ def sample_data(built: Path | None = None) -> BenchData:
       (``lrfb build-dataset sample``: tiny faces detected in the sample's photos), else the
       sample's pre-cut genuine-LR ``train`` crops;
     - reference: HR faces of the held-out ``test`` identities;
-    - genuine: genuine-LR faces of the held-out scene (``sample-genuine``; the ``test`` split);
+    - genuine: the test genuine-LR faces (``sample-genuine``; two thirds of one photo's faces);
     - identity: the sample has no identity-labelled genuine LR, so rank-1 runs on DS of the
       held-out HR identities (``sample-ids-ds``; labelled as artificial LR in every row);
     - artificial: the held-out HR faces (``sample-hr``).
