@@ -49,7 +49,7 @@ import contextlib
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -259,15 +259,16 @@ class CR(Method):
     Config = CRConfig
     presets = {
         "paper": {},
-        # a real run on the embedded sample in about half an hour on 2 free CPU cores, batch 16 as
-        # the paper, fewer iterations. Three choices differ from the paper preset, each measured on
-        # the sample (methods.md allows them as options):
-        # - stage1_sr is SRGAN's MSE pre-training (sr_adv_weight 0: no D_sr, 40% less time per
-        #   step) at Adam lr 5e-4: held-out Y-PSNR after 600 iterations 25.5 dB (bicubic 24.9);
-        #   at the paper's 1e-4 it was 24.6 dB without and 23.6 dB after 1500 iterations with the
-        #   1e-3 adversarial term;
+        # a real run on the embedded sample in about half an hour on 2 free CPU cores (29 min 39 s
+        # measured), batch 16 as the paper, fewer iterations. Three options differ from the paper
+        # preset, each measured on the sample:
+        # - stage1_sr is SRGAN's MSE pre-training (sr_adv_weight 0: no D_sr, 35 instead of 19
+        #   img/s) at Adam lr 5e-4 (sr_lr): held-out Y-PSNR after 600 iterations 25.5 dB (bicubic
+        #   24.9); at the paper's 1e-4 it was 24.6 dB without and 23.6 dB after 1500 iterations
+        #   with the 1e-3 adversarial term;
         # - with the paper's GAN-only Eq. 5, phi~_cr forgets its input within ~50 iterations on
         #   the sample (faces unrecognisable after 600), so the identity L1 option (§1.5.4) is on.
+        # Its CR is still worse than bicubic on the sample's genuine LR (README, "Status of CR").
         "cpu": {"sr_iterations": 2000, "sr_lr": 5e-4, "sr_adv_weight": 0.0, "fr_iterations": 400,
                 "cc_iterations": 600, "joint_iterations": 600, "tilde_identity_l1": 1.0},
         # a whole `lrfb train cr` in a few seconds: every step of every stage runs twice
