@@ -363,7 +363,7 @@ class _ShardWorker:
 
         b = self.cfg.build
         gt = np.array([a.box for a in annots if a.is_face], dtype=np.float64)
-        _tally(self.evals["native/detector"], match_counts(found, gt, b.eval_min_iou))
+        _tally(self.evals["native/detector"], _match_counts(found, gt, b.eval_min_iou))
         dcfg = dataclasses.replace(self.cfg.detector, scales=b.eval_scales) if b.eval_scales else self.cfg.detector
         for size in b.eval_face_sizes:
             r = evaluate_on_annotated(_detector(dcfg), [image], [gt], float(size), b.eval_min_iou,
@@ -459,7 +459,7 @@ def _padded_crop(image: np.ndarray, box: tuple[float, float, float, float]) -> n
     return np.pad(part, pad, mode="edge") if any(p for q in pad for p in q) else part.copy()
 
 
-def match_counts(found: Sequence[Detection], gt: np.ndarray, min_iou: float) -> dict[str, int]:
+def _match_counts(found: Sequence[Detection], gt: np.ndarray, min_iou: float) -> dict[str, int]:
     """``n_gt``, ``n_det``, ``n_tp`` of detections against annotated boxes (greedy, IoU >= min_iou)."""
     det = np.array([d.box for d in found], dtype=np.float64).reshape(-1, 4)
     return {"n_gt": len(gt), "n_det": len(det), "n_tp": len(match_greedy(det, gt, min_iou))}
