@@ -35,7 +35,7 @@ from lrfacebench.degrade import downsample
 from lrfacebench.methods.base import Batch, Method, MethodConfig, Stage
 from lrfacebench.nn.blocks import BasicResidualBlock
 from lrfacebench.nn.losses import hinge_d, hinge_g
-from lrfacebench.nn.sngan import SNResNetDiscriminator
+from lrfacebench.nn.sngan import SNResNetDiscriminator, real_fake_logits
 
 CELEBA_FACES = 202_599  # one "epoch" = one pass over the HR set (CelebA here)
 
@@ -258,8 +258,8 @@ class LRGAN(Method):
     def discriminator_losses(self, hr: torch.Tensor, lr_real: torch.Tensor, lr_gen: torch.Tensor,
                              hr_gen: torch.Tensor) -> dict[str, torch.Tensor]:
         n = self.nets
-        return {"d_h2l": hinge_d(n["d_h2l"](lr_real), n["d_h2l"](lr_gen.detach())),
-                "d_l2h": hinge_d(n["d_l2h"](hr), n["d_l2h"](hr_gen.detach()))}
+        return {"d_h2l": hinge_d(*real_fake_logits(n["d_h2l"], lr_real, lr_gen.detach())),
+                "d_l2h": hinge_d(*real_fake_logits(n["d_l2h"], hr, hr_gen.detach()))}
 
     def generator_losses(self, hr: torch.Tensor, lr_gen: torch.Tensor,
                          hr_gen: torch.Tensor) -> dict[str, torch.Tensor]:

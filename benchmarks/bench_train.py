@@ -1,7 +1,8 @@
 """Training and inference throughput of one method, with achieved GFLOP/s against the measured conv peak.
 
 For each device (this CPU, and CUDA when available) it prints:
-  * the conv peak: a large conv2d timed in this run (fp32; on CUDA also bf16), GFLOP/s;
+  * the conv peak: a large conv2d timed in this run (fp32, which cuDNN runs as TF32 on CUDA by
+    default; on CUDA also bf16), GFLOP/s;
   * per training stage: images/s (= steps x per-stream batch / s), ms per step and achieved
     GFLOP/s (FLOPs of one step, forward + backward, counted with FlopCounterMode), under the
     engine's own step settings (bf16 autocast and channels_last on CUDA);
@@ -77,7 +78,9 @@ def bench_device(args: argparse.Namespace, device: torch.device) -> None:
     feeder = Feeder(hr, lr, device, seed=0, channels_last=channels_last, hflip=True)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"\n== {args.method} ({args.preset}/{args.variant}) on {device} [{name}]")
-    peaks = {"fp32": conv_peak(device, torch.float32)}
+    # cuDNN runs fp32 convs on TF32 tensor cores unless told not to (PyTorch's default)
+    tf32 = device.type == "cuda" and torch.backends.cudnn.allow_tf32
+    peaks = {"fp32 (as TF32)" if tf32 else "fp32": conv_peak(device, torch.float32)}
     if device.type == "cuda":
         peaks["bf16"] = conv_peak(device, torch.bfloat16)
     print("conv peak: " + ", ".join(f"{k} {v:,.0f} GFLOP/s" for k, v in peaks.items()))

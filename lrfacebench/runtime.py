@@ -17,20 +17,19 @@ import lrfacebench
 
 
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
-    """``auto`` -> CUDA (this rank's local GPU) when available, else CPU; ``cpu``, ``cuda``, ``cuda:N`` as given.
+    """``auto`` -> CUDA when available, else CPU; ``cpu`` and ``cuda:N`` as given; ``cuda`` (and
+    ``auto`` on CUDA) -> this rank's local GPU ``cuda:$LOCAL_RANK`` (``cuda:0`` outside torchrun).
 
     Raises ``ValueError`` for a CUDA request on a machine without CUDA.
     """
-    if isinstance(spec, torch.device):
-        return spec
-    spec = (spec or "auto").lower()
+    spec = str(spec).lower() if isinstance(spec, torch.device) else (spec or "auto").lower()
     if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cpu")
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(spec)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {spec}: CUDA is not available on this machine (use cpu or auto)")
+    if dev.type == "cuda" and dev.index is None:  # CUDA RNG and memory queries need an index
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return dev
 
 

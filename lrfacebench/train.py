@@ -534,9 +534,7 @@ class Trainer:
         if self.spec.dry_run:
             return self._dry_run(plan)
         ctx = DistContext.from_env()
-        device = resolve_device(self.spec.device)
-        if device.type == "cuda" and ctx.world_size > 1 and device.index is None:
-            device = torch.device("cuda", ctx.local_rank)
+        device = resolve_device(self.spec.device)  # cuda -> cuda:$LOCAL_RANK under torchrun
         if device.type == "cuda":
             torch.cuda.set_device(device)
         if ctx.world_size > 1 and not dist.is_initialized():

@@ -139,7 +139,7 @@ def test_gradient_routing_stage1_terms(real):
     assert grads_reach(cr, t["L_tilde_id"]) == {"phi_cr_tilde"}
     r = cr.nets["phi_cr"](x_g)
     assert grads_reach(cr, cr.disc_loss("D", x_a, r)[0]) == {"D"}
-    t = cr.cr_losses(x_a, r)
+    t = cr.cr_losses(x_a, x_g, r)
     assert t["L_cr_rec"].item() > 0
     for term in ("L_cr", "L_cr_rec", "L_gan"):  # Eq. 6: phi_cr only -- never phi~_cr, never D
         assert grads_reach(cr, t[term]) == {"phi_cr"}, term
@@ -273,6 +273,41 @@ def test_options(real):
     assert state_hash(mse_only.nets["D_sr"]) == d_sr
     assert mse_only.optimizers["phi_sr"].param_groups[0]["lr"] == 5e-4
     assert mse_only.optimizers["G"].param_groups[0]["lr"] == 1e-4  # stage 2 keeps the paper's lr
+
+
+def test_small_data_options(real):
+    """d_input, d_augment and cr_lowpass_l1 (off in the paper preset) do what they say."""
+    batch, n_ids = real
+    x_a, x_g = pm(batch.lr_artificial), pm(batch.lr_genuine)
+    paper = make(n_ids)
+    assert (paper.config.d_input, paper.config.d_augment, paper.config.cr_lowpass_l1) == ("raw", (), 0.0)
+    assert "L_cr_lowpass" not in paper.cr_losses(x_a, x_g, paper.nets["phi_cr"](x_g))
+    # zero_mean: D and D~ cannot see a per-image colour offset; D_sr and D' still see raw inputs
+    blind = make(n_ids, d_input="zero_mean")
+    blind.train(False), paper.train(False)  # fixed spectral-norm vectors: logits comparable
+    offset = torch.tensor([0.3, -0.2, 0.1]).view(1, 3, 1, 1)
+    for name in ("D", "D_tilde"):
+        assert torch.allclose(blind._judge(name, x_g), blind._judge(name, x_g + offset), atol=1e-5)
+        assert not torch.allclose(paper._judge(name, x_g), paper._judge(name, x_g + offset), atol=1e-3)
+    # the low-pass anchor: l1 of 4x4 mean pools, in L_cr, and it reaches phi_cr only
+    anchored = make(n_ids, cr_lowpass_l1=2.0)
+    anchored.enter_stage("stage1_cc")
+    anchored.nets["phi_cr"].tail.weight.data.normal_(0, 0.1)  # away from the identity
+    r = anchored.nets["phi_cr"](x_g)
+    t = anchored.cr_losses(x_a, x_g, r)
+    expected = (F.avg_pool2d(r, 4) - F.avg_pool2d(x_g, 4)).abs().mean()
+    assert torch.allclose(t["L_cr_lowpass"], expected) and t["L_cr_lowpass"] > 0
+    assert torch.allclose(t["L_cr"], t["L_cr_rec"] + 0.2 * t["L_gan"] + 2.0 * expected)
+    assert grads_reach(anchored, t["L_cr_lowpass"]) == {"phi_cr"}
+    # DiffAugment of D's inputs: still only D learns from its step, phi_cr from Eq. 6
+    aug = make(n_ids, d_augment=("translation", "cutout"))
+    aug.enter_stage("stage1_cc")
+    r = aug.nets["phi_cr"](x_g)
+    assert grads_reach(aug, aug.disc_loss("D", x_a, r)[0]) == {"D"}
+    assert grads_reach(aug, aug.cr_losses(x_a, x_g, r)["L_gan"]) == {"phi_cr"}
+    for key, value in (("d_input", "grey"), ("d_augment", ("colour",))):
+        with pytest.raises(ValueError, match=key):
+            make(n_ids, **{key: value})
 
 
 def test_bad_input_is_reported(real):

@@ -14,7 +14,7 @@ from lrfacebench.io import read_rgb
 from lrfacebench.nn.blocks import BasicResidualBlock, MLPDiscriminator
 from lrfacebench.nn.centreface import CentreFace, CentreLoss
 from lrfacebench.nn.losses import bce_fake, bce_real, hinge_d, hinge_g, lsgan
-from lrfacebench.nn.sngan import SNResNetDiscriminator
+from lrfacebench.nn.sngan import SNResNetDiscriminator, real_fake_logits
 
 
 def _n_params(m: torch.nn.Module) -> int:
@@ -85,6 +85,22 @@ def test_sngan_state_round_trips_with_weights_only():
     assert torch.equal(d(x), d2(x))
 
 
+def test_real_fake_logits_is_one_forward_with_one_power_iteration(faces):
+    x = F.avg_pool2d(faces[0], 4)  # (8,3,16,16) real faces
+    d = SNResNetDiscriminator([32, 32], [True, False])
+    d.eval()  # fixed spectral-norm vectors: the same logits as two separate calls
+    real, fake = real_fake_logits(d, x[:5], x[5:])
+    assert real.shape == (5,) and fake.shape == (3,)
+    assert torch.allclose(real, d(x[:5]), atol=1e-6) and torch.allclose(fake, d(x[5:]), atol=1e-6)
+    d.train()
+    calls = []
+    d.register_forward_hook(lambda *_: calls.append(1))
+    sn = next(m.parametrizations.weight[0] for m in d.modules() if isinstance(m, torch.nn.Conv2d))
+    u = sn._u.clone()
+    real_fake_logits(d, x[:5], x[5:])
+    assert len(calls) == 1 and not torch.equal(u, sn._u)  # one training forward, one iteration
+
+
 def test_sngan_lrgan_layout_and_errors():
     d = SNResNetDiscriminator([128] * 5, [True] * 4 + [False], pool="avg")  # LRGAN's 64x64 D
     assert d(torch.zeros(2, 3, 64, 64)).shape == (2,)
@@ -142,3 +158,39 @@ def test_centreface_shapes_and_training_on_real_faces(faces):
     assert torch.isfinite(loss) and loss.item() < first
     with pytest.raises(RuntimeError, match="n_identities=0"):
         CentreFace(0).classify(feat)
+
+
+# ----- DiffAugment ---------------------------------------------------------------------------------
+def test_diff_augment_transforms_on_real_faces(faces):
+    from lrfacebench.nn.augment import diff_augment
+    x = F.avg_pool2d(faces[0], 4)  # (8,3,16,16) real faces in [-1,1]
+    torch.manual_seed(0)
+    moved = diff_augment(x, ["translation"])
+    for a, b in zip(moved, x):  # each face is a shift of itself by at most 2 px, zero filled
+        matches = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                   if torch.equal(a, torch.roll(b, (-dy, -dx), (1, 2)) *
+                                  _inside(16, dy, dx).to(b.dtype))]
+        assert matches
+    assert any(not torch.equal(a, b) for a, b in zip(moved, x))
+    cut = diff_augment(x, ["cutout"])
+    zeroed = (cut == 0).all(dim=1)  # one 8x8 square per face, the rest unchanged
+    assert torch.equal(zeroed.sum((1, 2)), torch.full((8,), 64))
+    assert torch.equal(cut[~zeroed.unsqueeze(1).expand_as(cut)], x[~zeroed.unsqueeze(1).expand_as(x)])
+    torch.manual_seed(1)
+    a = diff_augment(x, ["brightness", "saturation", "contrast", "translation", "cutout"])
+    torch.manual_seed(1)
+    assert torch.equal(a, diff_augment(x, ["brightness", "saturation", "contrast", "translation", "cutout"]))
+    x_grad = x.clone().requires_grad_(True)  # differentiable: D's gradient reaches the generator
+    diff_augment(x_grad, ["brightness", "contrast", "translation", "cutout"]).sum().backward()
+    assert x_grad.grad is not None and x_grad.grad.abs().sum() > 0
+    assert diff_augment(x, []) is x
+    with pytest.raises(ValueError, match="unknown transform 'color'"):
+        diff_augment(x, ["color"])
+
+
+def _inside(size: int, dy: int, dx: int) -> torch.Tensor:
+    """Mask of the pixels that a shift by (dy, dx) fills from inside a size x size image."""
+    idx = torch.arange(size)
+    rows = ((idx + dy) >= 0) & ((idx + dy) < size)
+    cols = ((idx + dx) >= 0) & ((idx + dx) < size)
+    return (rows[:, None] & cols[None, :])

@@ -300,3 +300,20 @@ def test_kill_9_then_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_pa
         assert torch.equal(a["optimizers"]["sr"]["state"][k]["exp_avg"], b["optimizers"]["sr"]["state"][k]["exp_avg"])
     steps = [(r["stage"], int(r["step"])) for r in _metrics(run) if r["name"] == "l_sr"]
     assert steps == sorted(set(steps), key=lambda s: (s[0] != "pretrain", s[1]))  # no duplicated rows
+
+
+def test_cuda_devices_get_this_ranks_index(monkeypatch):
+    """`--device cuda` (and auto on a CUDA machine) must name an index: CUDA RNG state and memory
+    queries reject a bare "cuda" (found on a GPU). Checked without a GPU by faking its presence."""
+    from lrfacebench.runtime import resolve_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert resolve_device("cuda") == resolve_device("auto") == torch.device("cuda", 0)
+    monkeypatch.setenv("LOCAL_RANK", "3")  # torchrun's rank on this node
+    assert resolve_device("cuda") == resolve_device(torch.device("cuda")) == torch.device("cuda", 3)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    assert resolve_device("CPU") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        resolve_device("cuda")

@@ -41,7 +41,15 @@ Fill-ins and deviations from the paper (each also commented where it happens):
   x_a (methods.md §1.5.2), so there is no kernel option;
 - Eq. 7's target phi_cr(x_g) is stop-gradient; whether Eq. 7/8 gradients reach phi_cr through
   phi_sr's input is ``cr_grad_into_phi_cr`` (default ``input_path``, §1.3);
-- the stage-2 D step uses the regulated batch computed before that iteration's generator update.
+- the stage-2 D step uses the regulated batch computed before that iteration's generator update;
+- D and D~ judge real and fake halves in one forward (one spectral-norm power iteration per step).
+
+Small-data options (not in the paper; off in the ``paper`` preset, on in ``cpu``): D and D~ see
+images minus their per-channel means (``d_input="zero_mean"``), through DiffAugment
+(``d_augment``), and L_cr gains an L1 between 4x4 mean pools of phi_cr(x_g) and x_g
+(``cr_lowpass_l1``). With a few hundred genuine faces from a handful of photos, D tells the two
+LR sets apart by each photo's colour cast, and phi_cr then repaints faces instead of changing
+their degradation; the README ("CR on small data") gives the measurements.
 """
 from __future__ import annotations
 
@@ -57,10 +65,11 @@ from torch import nn
 
 from lrfacebench.degrade import downsample
 from lrfacebench.methods.base import Batch, Method, MethodConfig, Stage
+from lrfacebench.nn.augment import TRANSFORMS, diff_augment
 from lrfacebench.nn.blocks import BasicResidualBlock, MLPDiscriminator
 from lrfacebench.nn.centreface import CentreFace, CentreLoss
 from lrfacebench.nn.losses import bce_fake, bce_real
-from lrfacebench.nn.sngan import SNResNetDiscriminator
+from lrfacebench.nn.sngan import SNResNetDiscriminator, real_fake_logits
 from lrfacebench.nn.srgan import ResidualBlock, SRGANDiscriminator, UpsampleBlock, conv
 
 log = logging.getLogger(__name__)
@@ -184,6 +193,10 @@ class CRConfig(MethodConfig):
     lambda_cr_gan: float = 0.03  # Eq. 9
     sr_adv_weight: float = 1e-3  # stage-1 SR adversarial weight (SRGAN's); 0: MSE only, no D_sr step
     tilde_identity_l1: float = 0.0  # option (methods.md §1.5.4): L1(phi~_cr(x_a), x_a) weight
+    # small-data options, not in the paper (all off in the paper preset; README, "CR on small data"):
+    d_input: str = "raw"  # "zero_mean": D and D~ see each image minus its per-channel mean
+    d_augment: tuple[str, ...] = ()  # DiffAugment policy for D and D~ inputs (nn.augment)
+    cr_lowpass_l1: float = 0.0  # weight of L1(pool4(phi_cr(x_g)), pool4(x_g)) added to L_cr
     # resolutions of the paper's ambiguities (methods.md §1.5)
     gan_form: str = "non_saturating"  # or "saturating"
     cr_grad_into_phi_cr: str = "input_path"  # or "none"
@@ -195,7 +208,7 @@ class CRConfig(MethodConfig):
     def validate(self) -> None:
         choices = {"gan_form": ("non_saturating", "saturating"),
                    "cr_grad_into_phi_cr": ("input_path", "none"),
-                   "d_prime_input": ("raw", "l2norm")}
+                   "d_prime_input": ("raw", "l2norm"), "d_input": ("raw", "zero_mean")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"cr: {key}={getattr(self, key)!r}; choose one of {allowed}")
@@ -205,6 +218,10 @@ class CRConfig(MethodConfig):
                 raise ValueError(f"cr: {key} must be >= 0, got {getattr(self, key)}")
         if self.batch_size < 1 or self.fr_batch_size < 1:
             raise ValueError("cr: batch sizes must be >= 1")
+        unknown = set(self.d_augment) - set(TRANSFORMS)
+        if unknown:
+            raise ValueError(f"cr: d_augment has unknown transforms {sorted(unknown)}; "
+                             f"choose from {sorted(TRANSFORMS)}")
         if self.centre_weight <= 0:
             raise ValueError("cr: centre_weight must be > 0 (centre gradients are divided by it)")
 
@@ -386,12 +403,24 @@ class CR(Method):
     # ----- loss terms (tensors; the steps below combine them and update) -------------------------
     # Images are in [-1,1]. Each function builds its graph so that only the nets the spec says
     # (methods.md §1.3) can receive gradients from it; tests/test_cr.py checks every one.
+    def _judge(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """Logits of discriminator ``name`` for ``x``. D and D~ see ``x`` through the small-data
+        options (``d_input``, ``d_augment``), applied alike to real, fake and generator-side inputs."""
+        if name in ("D", "D_tilde"):
+            if self.config.d_input == "zero_mean":
+                x = x - x.mean(dim=(2, 3), keepdim=True)
+            x = diff_augment(x, self.config.d_augment)
+        return self.nets[name](x)
+
     def disc_loss(self, name: str, real: torch.Tensor, fake: torch.Tensor
                   ) -> tuple[torch.Tensor, float]:
         """Discriminator step loss of net ``name``: ``bce(D(real),1) + bce(D(sg fake),0)``.
-        Returns (loss, accuracy of D's decisions on this batch)."""
-        d = self.nets[name]
-        real_logits, fake_logits = d(real), d(fake.detach())
+        Returns (loss, accuracy of D's decisions on this batch). The spectral-norm D and D~ see
+        both halves in one forward; D_sr (batch norm) and D' see them one after the other."""
+        if name in ("D", "D_tilde"):
+            real_logits, fake_logits = real_fake_logits(lambda x: self._judge(name, x), real, fake.detach())
+        else:
+            real_logits, fake_logits = self._judge(name, real), self._judge(name, fake.detach())
         return bce_real(real_logits) + bce_fake(fake_logits), _disc_accuracy(real_logits, fake_logits)
 
     def sr_generator_losses(self, y: torch.Tensor, x_a: torch.Tensor
@@ -418,7 +447,7 @@ class CR(Method):
         """phi~_cr side of Eq. 5: ``bce(D~(phi~_cr(x_a)),1)``, plus the optional identity L1
         (weight ``tilde_identity_l1``, 0 by default). ``pseudo = phi~_cr(x_a)``."""
         with _no_param_grad(self.nets["D_tilde"]):
-            gan = self._g_adv(self.nets["D_tilde"](pseudo))
+            gan = self._g_adv(self._judge("D_tilde", pseudo))
         return {"L_gan_tilde": gan, "L_tilde_id": F.l1_loss(pseudo, x_a)}
 
     def _pseudo_genuine(self, x_a: torch.Tensor) -> torch.Tensor:
@@ -427,14 +456,21 @@ class CR(Method):
         with torch.no_grad(), _eval_mode(phi_t):
             return phi_t(x_a)
 
-    def cr_losses(self, x_a: torch.Tensor, r: torch.Tensor) -> dict[str, torch.Tensor]:
+    def cr_losses(self, x_a: torch.Tensor, x_g: torch.Tensor, r: torch.Tensor
+                  ) -> dict[str, torch.Tensor]:
         """Eq. 6 with ``r = phi_cr(x_g)``: ``L_cr_rec = mse(phi_cr(sg phi~_cr(x_a)), x_a)``,
-        ``L_gan = bce(D(r),1)`` (Eq. 3, generator side), ``L_cr = L_cr_rec + lambda L_gan``.
-        Only phi_cr gets gradients (not phi~_cr, not D)."""
+        ``L_gan = bce(D(r),1)`` (Eq. 3, generator side), ``L_cr = L_cr_rec + lambda L_gan``;
+        with ``cr_lowpass_l1 > 0`` also ``L_cr_lowpass = l1(pool4(r), pool4(x_g))`` (4x4 average
+        pools: the coarse colour and layout of x_g) at that weight. Only phi_cr gets gradients."""
+        c = self.config
         rec = F.mse_loss(self.nets["phi_cr"](self._pseudo_genuine(x_a)), x_a)
         with _no_param_grad(self.nets["D"]):
-            gan = self._g_adv(self.nets["D"](r))
-        return {"L_cr": rec + self.config.lambda_gan * gan, "L_cr_rec": rec, "L_gan": gan}
+            gan = self._g_adv(self._judge("D", r))
+        terms = {"L_cr": rec + c.lambda_gan * gan, "L_cr_rec": rec, "L_gan": gan}
+        if c.cr_lowpass_l1 > 0:
+            terms["L_cr_lowpass"] = F.l1_loss(F.avg_pool2d(r, 4), F.avg_pool2d(x_g, 4))
+            terms["L_cr"] = terms["L_cr"] + c.cr_lowpass_l1 * terms["L_cr_lowpass"]
+        return terms
 
     def _fr_features(self, img: torch.Tensor) -> torch.Tensor:
         """phi_fr features of 64x64 images in [-1,1] as D' sees them (raw or L2-normalised)."""
@@ -457,7 +493,7 @@ class CR(Method):
         terms = {"L_sr": F.mse_loss(phi_sr(x_a), y)}
         if c.use_cr:
             r = self.nets["phi_cr"](x_g)
-            terms.update(self.cr_losses(x_a, r))
+            terms.update(self.cr_losses(x_a, x_g, r))
         else:
             r = x_g
         # Eq. 7 / Eq. 8 reach phi_cr only through phi_sr's input, and only with input_path
@@ -529,7 +565,7 @@ class CR(Method):
         l_d, acc = self.disc_loss("D", x_a, r)
         self._update("D", l_d)
         # Eq. 6, phi_cr step
-        cr = self.cr_losses(x_a, r)
+        cr = self.cr_losses(x_a, x_g, r)
         self._update("phi_cr", cr["L_cr"])
         return {**out, "L_D": l_d.item(), "acc_D": acc, **_floats(cr)}
 

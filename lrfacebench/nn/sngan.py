@@ -16,7 +16,7 @@ Weights use Xavier-uniform initialisation (gain 1; sqrt(2) for the 1x1 shortcuts
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -96,3 +96,17 @@ class SNResNetDiscriminator(nn.Module):
         h = F.relu(self.blocks(x))
         h = h.sum(dim=(2, 3)) if self.pool == "sum" else h.mean(dim=(2, 3))
         return self.fc(h).squeeze(1)
+
+
+def real_fake_logits(d: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor,
+                     fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of ``d`` for ``real`` and ``fake`` from one forward over their concatenation.
+
+    A spectral-norm discriminator updates its power-iteration vectors in place at every
+    training-mode forward. One forward per discriminator step means one power iteration per step
+    (SNGAN's schedule) and a backward that never meets a vector changed after it was saved, which
+    a ``torch.compile``d network rejects (seen on CUDA when D ran twice). ``d`` must treat images
+    independently (no batch statistics). Returns ``(d(real), d(fake))``.
+    """
+    logits = d(torch.cat([real, fake]))
+    return logits[: len(real)], logits[len(real):]
