@@ -276,18 +276,22 @@ class CR(Method):
     Config = CRConfig
     presets = {
         "paper": {},
-        # a real run on the embedded sample in about half an hour on 2 free CPU cores (29 min 39 s
-        # measured), batch 16 as the paper, fewer iterations. Three options differ from the paper
-        # preset, each measured on the sample:
+        # a real run on the embedded sample in about half an hour on 2 free CPU cores, batch 16 as
+        # the paper, fewer iterations. Options that differ from the paper preset, each measured on
+        # the sample (README, "CR on small data"):
         # - stage1_sr is SRGAN's MSE pre-training (sr_adv_weight 0: no D_sr, 35 instead of 19
         #   img/s) at Adam lr 5e-4 (sr_lr): held-out Y-PSNR after 600 iterations 25.5 dB (bicubic
         #   24.9); at the paper's 1e-4 it was 24.6 dB without and 23.6 dB after 1500 iterations
         #   with the 1e-3 adversarial term;
-        # - with the paper's GAN-only Eq. 5, phi~_cr forgets its input within ~50 iterations on
-        #   the sample (faces unrecognisable after 600), so the identity L1 option (§1.5.4) is on.
-        # Its CR is still worse than bicubic on the sample's genuine LR (README, "Status of CR").
+        # - the identity L1 of phi~_cr (methods.md §1.5.4) at weight 10: with the GAN-only Eq. 5
+        #   phi~_cr forgets its input within ~50 iterations, and at weight 1 it still drifted
+        #   0.09-0.20 from it, so Eq. 6 taught phi_cr a strong sharpening;
+        # - the small-data options: D and D~ see mean-free, DiffAugmented inputs and L_cr keeps
+        #   phi_cr(x_g)'s 4x4 mean pools near x_g's (weight 10). Without them phi_cr repainted the
+        #   colours of every face (4x4 low-pass PSNR to x_g 14.5-23.8 dB; with them 42.6 dB).
         "cpu": {"sr_iterations": 2000, "sr_lr": 5e-4, "sr_adv_weight": 0.0, "fr_iterations": 400,
-                "cc_iterations": 600, "joint_iterations": 600, "tilde_identity_l1": 1.0},
+                "cc_iterations": 600, "joint_iterations": 600, "tilde_identity_l1": 10.0,
+                "d_input": "zero_mean", "d_augment": ("translation", "cutout"), "cr_lowpass_l1": 10.0},
         # a whole `lrfb train cr` in a few seconds: every step of every stage runs twice
         "smoke": {"sr_iterations": 2, "fr_iterations": 2, "cc_iterations": 2,
                   "joint_iterations": 2, "batch_size": 4, "fr_batch_size": 4},
