@@ -288,7 +288,7 @@ class CR(Method):
         #   0.09-0.20 from it, so Eq. 6 taught phi_cr a strong sharpening;
         # - the small-data options: D and D~ see mean-free, DiffAugmented inputs and L_cr keeps
         #   phi_cr(x_g)'s 4x4 mean pools near x_g's (weight 10). Without them phi_cr repainted the
-        #   colours of every face (4x4 low-pass PSNR to x_g 14.5-23.8 dB; with them 42.6 dB).
+        #   colours of every face (4x4 low-pass PSNR to x_g 14.5-23.2 dB; with them 39-43 dB).
         "cpu": {"sr_iterations": 2000, "sr_lr": 5e-4, "sr_adv_weight": 0.0, "fr_iterations": 400,
                 "cc_iterations": 600, "joint_iterations": 600, "tilde_identity_l1": 10.0,
                 "d_input": "zero_mean", "d_augment": ("translation", "cutout"), "cr_lowpass_l1": 10.0},
