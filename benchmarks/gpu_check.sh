@@ -4,8 +4,8 @@
 #   bash benchmarks/gpu_check.sh [WORKDIR]          # lrfb must be installed; needs CUDA
 #
 # 1. throughput figures first, on an otherwise idle GPU: training per stage of CR's paper
-#    preset (bf16 autocast, channels_last; then with torch.compile) and inference of every
-#    method (ms/face at batch 1, faces/s at batch 256), each next to the measured peak;
+#    preset (bf16 autocast, channels_last; then with torch.compile) next to the measured conv
+#    peak, and inference of every method (ms/face at batch 1, faces/s at batch 256);
 # 2. a smoke run of every trainable method on CUDA (GPU-resident feeder, bf16, channels_last),
 #    CR once more with --compile, `lrfb sr` on CUDA from the smoke run, and the benchmark
 #    harness (Table 3: PSNR/SSIM, no FID weights needed) on CUDA.

@@ -282,7 +282,7 @@ def test_small_data_options(real):
     paper = make(n_ids)
     assert (paper.config.d_input, paper.config.d_augment, paper.config.cr_lowpass_l1) == ("raw", (), 0.0)
     assert "L_cr_lowpass" not in paper.cr_losses(x_a, x_g, paper.nets["phi_cr"](x_g))
-    # zero_mean: D and D~ cannot see a per-image colour offset; D_sr and D' still see raw inputs
+    # zero_mean: D and D~ cannot see a per-image colour offset; the raw D and D~ can
     blind = make(n_ids, d_input="zero_mean")
     blind.train(False), paper.train(False)  # fixed spectral-norm vectors: logits comparable
     offset = torch.tensor([0.3, -0.2, 0.1]).view(1, 3, 1, 1)

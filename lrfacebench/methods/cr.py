@@ -100,6 +100,9 @@ TRAINED_NETS: dict[str, tuple[str, ...]] = {
     "stage1_cc": ("phi_cr", "phi_cr_tilde", "D", "D_tilde"),
     "stage2": ("phi_cr", "phi_sr", "D", "D_prime"),
 }
+# The spectral-norm discriminators: they see inputs through the small-data options and judge
+# real and fake in one forward (nn.sngan.real_fake_logits).
+SN_DISCRIMINATORS = ("D", "D_tilde")
 STAGE_NEEDS: dict[str, tuple[str, ...]] = {
     "stage1_sr": ("hr", "lr_artificial"),
     "stage1_fr": ("hr", "identity"),
@@ -410,7 +413,7 @@ class CR(Method):
     def _judge(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """Logits of discriminator ``name`` for ``x``. D and D~ see ``x`` through the small-data
         options (``d_input``, ``d_augment``), applied alike to real, fake and generator-side inputs."""
-        if name in ("D", "D_tilde"):
+        if name in SN_DISCRIMINATORS:
             if self.config.d_input == "zero_mean":
                 x = x - x.mean(dim=(2, 3), keepdim=True)
             x = diff_augment(x, self.config.d_augment)
@@ -421,7 +424,7 @@ class CR(Method):
         """Discriminator step loss of net ``name``: ``bce(D(real),1) + bce(D(sg fake),0)``.
         Returns (loss, accuracy of D's decisions on this batch). The spectral-norm D and D~ see
         both halves in one forward; D_sr (batch norm) and D' see them one after the other."""
-        if name in ("D", "D_tilde"):
+        if name in SN_DISCRIMINATORS:
             real_logits, fake_logits = real_fake_logits(lambda x: self._judge(name, x), real, fake.detach())
         else:
             real_logits, fake_logits = self._judge(name, real), self._judge(name, fake.detach())
