@@ -1,7 +1,8 @@
 """Rebuild the embedded sample ``lrfacebench/sample/`` from ``../shared/data``.
 
 Only files whose source repository licence allows redistribution (MIT, Boost 1.0,
-Apache-2.0) are taken. HR crops are resized to 128x128 (Lanczos, JPEG q92); genuine-LR
+Apache-2.0) are taken. HR faces are re-framed by the genuine-LR crop rule (a square of the
+MTCNN box side, centred on the box) and resized to 128x128 (Lanczos, JPEG q92); genuine-LR
 crops and scene photos are copied byte for byte. Run from the repository root::
 
     python scripts/make_sample.py --shared ../shared/data
@@ -14,7 +15,10 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
+
+from lrfacebench.data.detect import Detection, DetectorConfig, make_detector
 
 REDISTRIBUTABLE = ("MIT", "Boost", "Apache")
 HR_SIZE = 128
@@ -31,6 +35,11 @@ DLIB_XML = ("training.xml", "testing.xml")
 # face would measure transfer to one unseen camera, not the paper's protocol (train and test
 # faces from one collection, e.g. WIDER FACE train/val). Test faces themselves are never trained on.
 GENUINE_TEST_SCENE = "misc_groups/retinaface_img3.jpg"
+# HR re-framing: the best MTCNN face of each HR crop at native scale. A face below this score, or
+# whose box side is under this fraction of the image side (a false detection on a tight chip), or
+# none at all, drops the image: its framing cannot be matched to the genuine-LR crops.
+HR_MIN_SCORE = 0.9
+HR_MIN_BOX_FRACTION = 0.4
 
 
 def _ok(licence: str) -> bool:
@@ -53,15 +62,25 @@ def main() -> None:
         (out / sub).mkdir(parents=True)
     records: list[dict[str, str]] = []
 
+    detector = make_detector(DetectorConfig(scales=(1.0,), min_face_size=20.0, device="cpu"))
+    dropped = []
     for r in _rows(src / "hr_faces"):
         if not _ok(r["license"]):
             continue
         name = r["path"].replace("/", "__").rsplit(".", 1)[0] + ".jpg"
         with Image.open(src / "hr_faces" / r["path"]) as im:
-            im = im.convert("RGB").resize((HR_SIZE, HR_SIZE), Image.Resampling.LANCZOS)
-            im.save(out / "hr" / name, quality=92)
+            im = im.convert("RGB")
+        faces = detector.detect(np.asarray(im))
+        rect = _hr_crop_rect(faces[0], im.width, im.height) if faces else None
+        if rect is None:
+            dropped.append(r["path"])
+            continue
+        im.crop(rect).resize((HR_SIZE, HR_SIZE), Image.Resampling.LANCZOS).save(out / "hr" / name, quality=92)
         records.append(dict(path=f"hr/{name}", kind="hr", split="", **_src(r),
-                            notes=f"{r['notes']}; resized to {HR_SIZE}x{HR_SIZE} (Lanczos), JPEG q92"))
+                            notes=f"{r['notes']}; re-framed to the square {rect} (x0,y0,x1,y1) around the "
+                                  f"MTCNN box (p={faces[0].score:.3f}), resized to {HR_SIZE}x{HR_SIZE} "
+                                  "(Lanczos), JPEG q92"))
+    print(f"HR: dropped {len(dropped)} images without a usable face box: {', '.join(dropped)}")
 
     for r in _rows(src / "genuine_lr"):
         if not _ok(r["license"]):
@@ -92,6 +111,22 @@ def main() -> None:
         w.writeheader()
         w.writerows(sorted(records, key=lambda d: d["path"]))
     print(f"wrote {len(records)} files to {out}")
+
+
+def _hr_crop_rect(face: Detection, width: int, height: int) -> tuple[int, int, int, int] | None:
+    """The genuine-LR crop rule (``filters.crop_rect``: a square of the larger box side, centred
+    on the box) for an HR image, shrunk about the box centre until it fits inside the image (tight
+    face chips, whose box overhangs them, are not padded). ``None`` for a face that fails
+    :data:`HR_MIN_SCORE` or :data:`HR_MIN_BOX_FRACTION`."""
+    x1, y1, x2, y2 = face.box
+    side = max(x2 - x1, y2 - y1)
+    if face.score < HR_MIN_SCORE or side < HR_MIN_BOX_FRACTION * max(width, height):
+        return None
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    side = min(side, 2 * cx, 2 * (width - cx), 2 * cy, 2 * (height - cy))
+    x0, y0 = round(cx - side / 2), round(cy - side / 2)
+    s = round(side)
+    return x0, y0, min(width, x0 + s), min(height, y0 + s)
 
 
 def _split_genuine_test_scene(records: list[dict[str, str]]) -> None:

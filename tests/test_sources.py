@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from lrfacebench.cli import main
-from lrfacebench.data.detect import box_iou, read_dlib_xml, shrink_to_face_size
+from lrfacebench.data.detect import DetectorConfig, box_iou, make_detector, read_dlib_xml, shrink_to_face_size
 from lrfacebench.data.shards import MANIFEST_COLUMNS
 from lrfacebench.data.sources import get_source
 from lrfacebench.degrade import downsample, imresize, to_uint8
@@ -347,6 +347,18 @@ def test_sample_scan_uses_provenance(sample_dir):
     # crops cut from scenes that are searched anyway are not added twice
     assert not any("ultralight_25" in it.source for it in crops)
     assert {it.split for it in crops} == {"train", "test"}
+
+
+def test_sample_hr_faces_are_framed_like_the_genuine_lr_crops(sample_dir):
+    """HR faces follow the genuine-LR crop rule (a square of the detector box side): MTCNN at
+    native scale finds a face whose box spans about the whole crop. The sources' own crops had
+    the face at about 0.74 of the side; with that framing CR's D separated the sets by it."""
+    paths = sorted((sample_dir / "hr").glob("*.jpg"))
+    detector = make_detector(DetectorConfig(scales=(1.0,), min_face_size=20.0, device="cpu"))
+    found = [d for d in detector.detect_many([read_rgb(p) for p in paths]) if d]
+    assert len(found) >= 0.75 * len(paths)  # faces that fill the frame leave MTCNN little context
+    fraction = np.median([max(d[0].width, d[0].height) / 128 for d in found])
+    assert 0.9 <= fraction <= 1.15, fraction
 
 
 def test_sample_readme_counts_match_provenance(sample_dir):
