@@ -291,10 +291,14 @@ class CR(Method):
         #   0.09-0.20 from it, so Eq. 6 taught phi_cr a strong sharpening;
         # - the small-data options: D and D~ see mean-free, DiffAugmented inputs and L_cr keeps
         #   phi_cr(x_g)'s 4x4 mean pools near x_g's (weight 10). Without them phi_cr repainted the
-        #   colours of every face (4x4 low-pass PSNR to x_g 14.5-23.2 dB; with them 39-43 dB).
+        #   colours of every face (4x4 low-pass PSNR to x_g 14.5-23.2 dB; with them 39-43 dB);
+        # - D' sees L2-normalised phi_fr features (methods.md §1.5.10): phi_fr, fitted to 24
+        #   identities in 400 iterations, is a weak judge, and with raw features Eq. 8's gradient
+        #   through it painted dark eye bands and horizontal stripes onto phi_sr's faces.
         "cpu": {"sr_iterations": 2000, "sr_lr": 5e-4, "sr_adv_weight": 0.0, "fr_iterations": 400,
                 "cc_iterations": 600, "joint_iterations": 600, "tilde_identity_l1": 10.0,
-                "d_input": "zero_mean", "d_augment": ("translation", "cutout"), "cr_lowpass_l1": 10.0},
+                "d_input": "zero_mean", "d_augment": ("translation", "cutout"), "cr_lowpass_l1": 10.0,
+                "d_prime_input": "l2norm"},
         # a whole `lrfb train cr` in a few seconds: every step of every stage runs twice
         "smoke": {"sr_iterations": 2, "fr_iterations": 2, "cc_iterations": 2,
                   "joint_iterations": 2, "batch_size": 4, "fr_batch_size": 4},
