@@ -36,8 +36,8 @@ DLIB_XML = ("training.xml", "testing.xml")
 # faces from one collection, e.g. WIDER FACE train/val). Test faces themselves are never trained on.
 GENUINE_TEST_SCENE = "misc_groups/retinaface_img3.jpg"
 # HR re-framing: the best MTCNN face of each HR crop at native scale. A face below this score, or
-# whose box side is under this fraction of the image side (a false detection on a tight chip), or
-# none at all, drops the image: its framing cannot be matched to the genuine-LR crops.
+# whose square is under this fraction of the image side (a false detection on a tight chip, or a
+# face cut by the border), or none at all, drops the image: its framing cannot be matched.
 HR_MIN_SCORE = 0.9
 HR_MIN_BOX_FRACTION = 0.4
 
@@ -117,13 +117,12 @@ def _hr_crop_rect(face: Detection, width: int, height: int) -> tuple[int, int, i
     """The genuine-LR crop rule (``filters.crop_rect``: a square of the larger box side, centred
     on the box) for an HR image, shrunk about the box centre until it fits inside the image (tight
     face chips, whose box overhangs them, are not padded). ``None`` for a face that fails
-    :data:`HR_MIN_SCORE` or :data:`HR_MIN_BOX_FRACTION`."""
+    :data:`HR_MIN_SCORE`, or whose square is then under :data:`HR_MIN_BOX_FRACTION` of the image."""
     x1, y1, x2, y2 = face.box
-    side = max(x2 - x1, y2 - y1)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    side = min(max(x2 - x1, y2 - y1), 2 * cx, 2 * (width - cx), 2 * cy, 2 * (height - cy))
     if face.score < HR_MIN_SCORE or side < HR_MIN_BOX_FRACTION * max(width, height):
         return None
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    side = min(side, 2 * cx, 2 * (width - cx), 2 * cy, 2 * (height - cy))
     x0, y0 = round(cx - side / 2), round(cy - side / 2)
     s = round(side)
     return x0, y0, min(width, x0 + s), min(height, y0 + s)
