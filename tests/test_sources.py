@@ -353,11 +353,11 @@ def test_sample_hr_faces_are_framed_like_the_genuine_lr_crops(sample_dir):
     """HR faces follow the genuine-LR crop rule (a square of the detector box side): MTCNN at
     native scale finds a face whose box spans about the whole crop. The sources' own crops had
     the face at about 0.74 of the side; with that framing CR's D separated the sets by it."""
-    paths = sorted((sample_dir / "hr").glob("*.jpg"))
+    images = [read_rgb(p) for p in sorted((sample_dir / "hr").glob("*.jpg"))]
     detector = make_detector(DetectorConfig(scales=(1.0,), min_face_size=20.0, device="cpu"))
-    found = [d for d in detector.detect_many([read_rgb(p) for p in paths]) if d]
-    assert len(found) >= 0.75 * len(paths)  # faces that fill the frame leave MTCNN little context
-    fraction = np.median([max(d[0].width, d[0].height) / 128 for d in found])
+    found = [(d[0], im.shape[0]) for d, im in zip(detector.detect_many(images), images) if d]
+    assert len(found) >= 0.75 * len(images)  # faces that fill the frame leave MTCNN little context
+    fraction = np.median([max(d.width, d.height) / side for d, side in found])
     assert 0.9 <= fraction <= 1.15, fraction
 
 

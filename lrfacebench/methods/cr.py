@@ -65,7 +65,7 @@ from torch import nn
 
 from lrfacebench.degrade import downsample
 from lrfacebench.methods.base import Batch, Method, MethodConfig, Stage
-from lrfacebench.nn.augment import TRANSFORMS, diff_augment
+from lrfacebench.nn.augment import check_policy, diff_augment
 from lrfacebench.nn.blocks import BasicResidualBlock, MLPDiscriminator
 from lrfacebench.nn.centreface import CentreFace, CentreLoss
 from lrfacebench.nn.losses import bce_fake, bce_real
@@ -221,10 +221,10 @@ class CRConfig(MethodConfig):
                 raise ValueError(f"cr: {key} must be >= 0, got {getattr(self, key)}")
         if self.batch_size < 1 or self.fr_batch_size < 1:
             raise ValueError("cr: batch sizes must be >= 1")
-        unknown = set(self.d_augment) - set(TRANSFORMS)
-        if unknown:
-            raise ValueError(f"cr: d_augment has unknown transforms {sorted(unknown)}; "
-                             f"choose from {sorted(TRANSFORMS)}")
+        try:
+            check_policy(self.d_augment)
+        except ValueError as e:
+            raise ValueError(f"cr: d_augment: {e}") from None
         if self.centre_weight <= 0:
             raise ValueError("cr: centre_weight must be > 0 (centre gradients are divided by it)")
 
@@ -285,13 +285,14 @@ class CR(Method):
         # - stage1_sr is SRGAN's MSE pre-training (sr_adv_weight 0: no D_sr, 35 instead of 19
         #   img/s) at Adam lr 5e-4 (sr_lr): held-out Y-PSNR after 600 iterations 25.5 dB (bicubic
         #   24.9); at the paper's 1e-4 it was 24.6 dB without and 23.6 dB after 1500 iterations
-        #   with the 1e-3 adversarial term;
+        #   with the 1e-3 adversarial term (measured before the sample's HR faces were re-framed);
         # - the identity L1 of phi~_cr (methods.md §1.5.4) at weight 10: with the GAN-only Eq. 5
         #   phi~_cr forgets its input within ~50 iterations, and at weight 1 it still drifted
         #   0.09-0.20 from it, so Eq. 6 taught phi_cr a strong sharpening;
         # - the small-data options: D and D~ see mean-free, DiffAugmented inputs and L_cr keeps
         #   phi_cr(x_g)'s 4x4 mean pools near x_g's (weight 10). Without them phi_cr repainted the
-        #   colours of every face (4x4 low-pass PSNR to x_g 14.5-23.2 dB; with them 39-43 dB);
+        #   colours of every face (4x4 low-pass PSNR to x_g 17.6 dB on the re-framed sample,
+        #   14.5-23.2 dB before; with them 41-43 dB);
         # - D' sees L2-normalised phi_fr features (methods.md §1.5.10): phi_fr, fitted to 24
         #   identities in 400 iterations, is a weak judge, and with raw features Eq. 8's gradient
         #   through it painted dark eye bands and horizontal stripes onto phi_sr's faces.

@@ -64,11 +64,17 @@ TRANSFORMS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-def diff_augment(x: torch.Tensor, policy: Sequence[str]) -> torch.Tensor:
-    """Apply the named transforms (keys of :data:`TRANSFORMS`, in order) to ``(N,C,H,W)`` ``x``;
-    gradients flow through every one. An empty policy returns ``x`` itself."""
+def check_policy(policy: Sequence[str]) -> None:
+    """Raise ``ValueError`` naming the first transform of ``policy`` not in :data:`TRANSFORMS`."""
     for name in policy:
         if name not in TRANSFORMS:
             raise ValueError(f"diff_augment: unknown transform {name!r}; choose from {sorted(TRANSFORMS)}")
+
+
+def diff_augment(x: torch.Tensor, policy: Sequence[str]) -> torch.Tensor:
+    """Apply the named transforms (keys of :data:`TRANSFORMS`, in order) to ``(N,C,H,W)`` ``x``;
+    gradients flow through every one. An empty policy returns ``x`` itself."""
+    check_policy(policy)
+    for name in policy:
         x = TRANSFORMS[name](x)
     return x
