@@ -6,6 +6,14 @@ MTCNN box side, centred on the box) and resized to 128x128 (Lanczos, JPEG q92); 
 crops and scene photos are copied byte for byte. Run from the repository root::
 
     python scripts/make_sample.py --shared ../shared/data
+
+``--all-licences`` builds the same way from every file, whatever its licence, into another
+folder: a larger development set for local training runs, never to be shipped. It also writes a
+``manifest.csv`` into its ``hr/`` and ``genuine_lr/`` so that they can be passed to
+``lrfb train --hr/--lr``::
+
+    python scripts/make_sample.py --shared ../shared/data --all-licences --out /tmp/lrfb-dev
+    lrfb train cr --preset cpu --hr /tmp/lrfb-dev/hr --lr /tmp/lrfb-dev/genuine_lr
 """
 from __future__ import annotations
 
@@ -19,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from lrfacebench.data.detect import Detection, DetectorConfig, make_detector
+from lrfacebench.data.faces import MANIFEST_COLUMNS
 
 REDISTRIBUTABLE = ("MIT", "Boost", "Apache")
 HR_SIZE = 128
@@ -40,10 +49,11 @@ GENUINE_TEST_SCENE = "misc_groups/retinaface_img3.jpg"
 # face cut by the border), or none at all, drops the image: its framing cannot be matched.
 HR_MIN_SCORE = 0.9
 HR_MIN_BOX_FRACTION = 0.4
-
-
-def _ok(licence: str) -> bool:
-    return licence.startswith(REDISTRIBUTABLE)
+# ../shared's restoration inputs are real degraded faces, "not clean HR" (its README). With
+# --all-licences (CodeFormer's greyscale and heavily degraded ones) they are left out; the
+# shipped sample keeps its three GFPGAN ones, chosen by licence before this rule existed.
+NOT_CLEAN_HR = "restoration_inputs/"
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "lrfacebench" / "sample"
 
 
 def _rows(folder: Path) -> list[dict[str, str]]:
@@ -54,9 +64,18 @@ def _rows(folder: Path) -> list[dict[str, str]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--shared", type=Path, default=Path("../shared/data"))
-    ap.add_argument("--out", type=Path, default=Path("lrfacebench/sample"))
+    ap.add_argument("--out", type=Path, default=SAMPLE_DIR)
+    ap.add_argument("--all-licences", action="store_true",
+                    help="take every file whatever its licence (a local development set; not for --out "
+                         "lrfacebench/sample) and write manifest.csv files for lrfb train --hr/--lr")
     args = ap.parse_args()
-    src, out = args.shared, args.out
+    src, out, dev = args.shared, args.out, args.all_licences
+    if dev and out.resolve() == SAMPLE_DIR:
+        ap.error("--all-licences takes files that may not be redistributed: give another --out")
+
+    def ok(r: dict[str, str]) -> bool:
+        return dev or r["license"].startswith(REDISTRIBUTABLE)
+
     for sub in ("hr", "genuine_lr", "scenes"):
         shutil.rmtree(out / sub, ignore_errors=True)
         (out / sub).mkdir(parents=True)
@@ -65,7 +84,7 @@ def main() -> None:
     detector = make_detector(DetectorConfig(scales=(1.0,), min_face_size=20.0, device="cpu"))
     dropped = []
     for r in _rows(src / "hr_faces"):
-        if not _ok(r["license"]):
+        if not ok(r) or (dev and r["path"].startswith(NOT_CLEAN_HR)):
             continue
         name = r["path"].replace("/", "__").rsplit(".", 1)[0] + ".jpg"
         with Image.open(src / "hr_faces" / r["path"]) as im:
@@ -83,7 +102,7 @@ def main() -> None:
     print(f"HR: dropped {len(dropped)} images without a usable face box: {', '.join(dropped)}")
 
     for r in _rows(src / "genuine_lr"):
-        if not _ok(r["license"]):
+        if not ok(r):
             continue
         scene = re.search(r"scene file in scenes/: (\S+)", r["notes"]).group(1)
         name = Path(r["path"]).name
@@ -98,7 +117,7 @@ def main() -> None:
                                                            (src / "scenes/dlib_faces" / x).read_text())})
     for rel in list(SCENES) + [f"dlib_faces/{f}" for f in dlib] + [f"dlib_faces/{x}" for x in DLIB_XML]:
         r = scene_rows[rel]
-        assert _ok(r["license"]), rel
+        assert ok(r), rel
         dest = out / "scenes" / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src / "scenes" / rel, dest)
@@ -110,6 +129,8 @@ def main() -> None:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(sorted(records, key=lambda d: d["path"]))
+    if dev:
+        _write_manifests(out, records)
     print(f"wrote {len(records)} files to {out}")
 
 
@@ -147,6 +168,20 @@ def _split_hr_by_identity(records: list[dict[str, str]]) -> None:
     test = set(multi[2::3])
     for r in hr:
         r["split"] = "test" if r["identity"] in test else "train"
+
+
+def _write_manifests(out: Path, records: list[dict[str, str]]) -> None:
+    """``hr/manifest.csv`` and ``genuine_lr/manifest.csv`` in the columns ``lrfb train`` reads
+    (``data.faces.MANIFEST_COLUMNS``); images are referenced by their name in that folder."""
+    for kind, column in (("hr", "hr64"), ("genuine_lr", "lr16")):
+        with open(out / kind / "manifest.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
+            w.writeheader()
+            for r in sorted(records, key=lambda d: d["path"]):
+                if r["kind"] == kind:
+                    name = r["path"].split("/", 1)[1]
+                    w.writerow({"face_id": name, "identity": r["identity"], "split": r["split"] or "train",
+                                "lr16": name if column == "lr16" else "", "hr64": name if column == "hr64" else ""})
 
 
 def _src(r: dict[str, str]) -> dict[str, str]:
