@@ -299,8 +299,9 @@ class CR(Method):
         # - Eq. 8 at a tenth of the paper's weight (lambda_cr_gan 0.003): on the larger development
         #   set (scripts/make_sample.py --all-licences: 996 HR, 573 genuine training faces) its
         #   gradient through that phi_fr drew dark "sunglasses" over the eyes of CR's test faces
-        #   and red corner marks on phi_sr's at 0.03, neither at 0.003; on the sample, CR's KID to
-        #   HR faces fell from 0.499 to 0.452 (bicubic 0.438).
+        #   at 0.03, in neither of two runs at 0.003 (coloured corner marks on phi_sr's outputs,
+        #   seen at 0.03 too, stayed in one of them); on the sample, CR's KID to HR faces fell
+        #   from 0.499 to 0.452 (bicubic 0.438).
         "cpu": {"sr_iterations": 2000, "sr_lr": 5e-4, "sr_adv_weight": 0.0, "fr_iterations": 400,
                 "cc_iterations": 600, "joint_iterations": 600, "tilde_identity_l1": 10.0,
                 "d_input": "zero_mean", "d_augment": ("translation", "cutout"), "cr_lowpass_l1": 10.0,
