@@ -181,7 +181,7 @@ def _write_manifests(out: Path, records: list[dict[str, str]]) -> None:
                 if r["kind"] == kind:
                     name = r["path"].split("/", 1)[1]
                     w.writerow({"face_id": name, "identity": r["identity"], "split": r["split"] or "train",
-                                "lr16": name if column == "lr16" else "", "hr64": name if column == "hr64" else ""})
+                                "lr16": "", "hr64": "", column: name})
 
 
 def _src(r: dict[str, str]) -> dict[str, str]:
