@@ -214,6 +214,39 @@ def test_phi_fr_frozen_in_eval_mode_through_stage2(real):
     assert state_hash(cr.nets["phi_fr"]) == fr_hash
 
 
+def _bn_statistics(net: torch.nn.Module) -> list[torch.Tensor]:
+    return [b.clone() for n, b in net.named_buffers() if n.endswith(("running_mean", "running_var"))]
+
+
+@pytest.mark.parametrize("mode", ["frozen", "batch"])
+def test_phi_sr_batch_norm_in_stage2(real, mode):
+    """Stage 2 fine-tunes phi_sr with stage 1's batch-norm statistics ("frozen", the default:
+    running statistics unchanged, BN layers in eval mode even after the trainer's train()) or with
+    batch statistics ("batch": running statistics move)."""
+    batch, n_ids = real
+    cr = make(n_ids, sr_bn_stage2=mode)
+    cr.train_step("stage1_sr", batch, 0)
+    before = _bn_statistics(cr.nets["phi_sr"])
+    weights = state_hash(cr.nets["phi_sr"].head)
+    for step in range(2):
+        cr.train_step("stage2", batch, step)
+        cr.eval()
+        cr.train()
+    after = _bn_statistics(cr.nets["phi_sr"])
+    bn_modes = {m.training for m in cr.nets["phi_sr"].modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert state_hash(cr.nets["phi_sr"].head) != weights  # phi_sr still trains
+    if mode == "frozen":
+        assert all(torch.equal(a, b) for a, b in zip(before, after))
+        assert bn_modes == {False} and cr.nets["phi_sr"].training
+        cr.train_step("stage1_sr", batch, 1)  # leaving stage 2 restores batch statistics
+        assert {m.training for m in cr.nets["phi_sr"].modules() if isinstance(m, torch.nn.BatchNorm2d)} == {True}
+    else:
+        assert not all(torch.equal(a, b) for a, b in zip(before, after))
+        assert bn_modes == {True}
+    with pytest.raises(ValueError, match="sr_bn_stage2"):
+        make(n_ids, sr_bn_stage2="sync")
+
+
 # ----- inference -----------------------------------------------------------------------------------
 def test_inference_paths_shapes_and_ranges(real):
     batch, n_ids = real

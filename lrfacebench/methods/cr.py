@@ -42,6 +42,11 @@ Fill-ins and deviations from the paper (each also commented where it happens):
 - Eq. 7's target phi_cr(x_g) is stop-gradient; whether Eq. 7/8 gradients reach phi_cr through
   phi_sr's input is ``cr_grad_into_phi_cr`` (default ``input_path``, §1.3);
 - the stage-2 D step uses the regulated batch computed before that iteration's generator update;
+- stage 2 keeps phi_sr's batch-norm layers in eval mode (``sr_bn_stage2="frozen"``): it fine-tunes
+  phi_sr with the statistics stage 1 estimated on artificial LR. With batch statistics, Eq. 1's
+  batch (x_a) and Eq. 7/8's batch (phi_cr(x_g)) are normalised apart, the running statistics fit
+  neither, and at inference phi_sr drew coloured marks into the top-right corner of dark faces
+  (README, "Stage 2 and batch norm");
 - D and D~ judge real and fake halves in one forward (one spectral-norm power iteration per step).
 
 Small-data options (not in the paper; off in the ``paper`` preset, on in ``cpu``): D and D~ see
@@ -203,6 +208,7 @@ class CRConfig(MethodConfig):
     # resolutions of the paper's ambiguities (methods.md §1.5)
     gan_form: str = "non_saturating"  # or "saturating"
     cr_grad_into_phi_cr: str = "input_path"  # or "none"
+    sr_bn_stage2: str = "frozen"  # or "batch": phi_sr's batch norm in stage 2 (fill-in, see above)
     d_prime_input: str = "raw"  # or "l2norm": D' sees L2-normalised phi_fr features
     # ablations (see CR.variants)
     use_cr: bool = True  # False: W/O CR (Table 4)
@@ -211,7 +217,8 @@ class CRConfig(MethodConfig):
     def validate(self) -> None:
         choices = {"gan_form": ("non_saturating", "saturating"),
                    "cr_grad_into_phi_cr": ("input_path", "none"),
-                   "d_prime_input": ("raw", "l2norm"), "d_input": ("raw", "zero_mean")}
+                   "d_prime_input": ("raw", "l2norm"), "d_input": ("raw", "zero_mean"),
+                   "sr_bn_stage2": ("frozen", "batch")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"cr: {key}={getattr(self, key)!r}; choose one of {allowed}")
@@ -299,9 +306,9 @@ class CR(Method):
         # - Eq. 8 at a tenth of the paper's weight (lambda_cr_gan 0.003): on the larger development
         #   set (scripts/make_sample.py --all-licences: 996 HR, 573 genuine training faces) its
         #   gradient through that phi_fr drew dark "sunglasses" over the eyes of CR's test faces
-        #   at 0.03, in neither of two runs at 0.003 (coloured corner marks on phi_sr's outputs,
-        #   seen at 0.03 too, stayed in one of them); on the sample, CR's KID to HR faces fell
-        #   from 0.499 to 0.452 (bicubic 0.438).
+        #   at 0.03, in neither of two runs at 0.003; on the sample, CR's KID to HR faces fell
+        #   from 0.499 to 0.452 (bicubic 0.438). (The coloured corner marks of those runs came
+        #   from phi_sr's batch statistics in stage 2: see sr_bn_stage2.)
         "cpu": {"sr_iterations": 2000, "sr_lr": 5e-4, "sr_adv_weight": 0.0, "fr_iterations": 400,
                 "cc_iterations": 600, "joint_iterations": 600, "tilde_identity_l1": 10.0,
                 "d_input": "zero_mean", "d_augment": ("translation", "cutout"), "cr_lowpass_l1": 10.0,
@@ -357,10 +364,15 @@ class CR(Method):
 
     # ----- mode / freezing ---------------------------------------------------------------------
     def train(self, mode: bool = True) -> "CR":
-        """Set train/eval mode; nets frozen in the current stage always stay in eval mode."""
+        """Set train/eval mode; nets frozen in the current stage always stay in eval mode, and so
+        do phi_sr's batch-norm layers in stage 2 with ``sr_bn_stage2="frozen"``."""
         self._training = mode
         for name, net in self.nets.items():
             net.train(mode and (self._active is None or name in self._active))
+        if self._stage == "stage2" and self.config.sr_bn_stage2 == "frozen":
+            for module in self.nets["phi_sr"].modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         return self
 
     def enter_stage(self, stage: str) -> None:
