@@ -218,6 +218,10 @@ def _bn_statistics(net: torch.nn.Module) -> list[torch.Tensor]:
     return [b.clone() for n, b in net.named_buffers() if n.endswith(("running_mean", "running_var"))]
 
 
+def _bn_training_modes(net: torch.nn.Module) -> set[bool]:
+    return {m.training for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+
+
 @pytest.mark.parametrize("mode", ["frozen", "batch"])
 def test_phi_sr_batch_norm_in_stage2(real, mode):
     """Stage 2 fine-tunes phi_sr with stage 1's batch-norm statistics ("frozen", the default:
@@ -233,13 +237,13 @@ def test_phi_sr_batch_norm_in_stage2(real, mode):
         cr.eval()
         cr.train()
     after = _bn_statistics(cr.nets["phi_sr"])
-    bn_modes = {m.training for m in cr.nets["phi_sr"].modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    bn_modes = _bn_training_modes(cr.nets["phi_sr"])
     assert state_hash(cr.nets["phi_sr"].head) != weights  # phi_sr still trains
     if mode == "frozen":
         assert all(torch.equal(a, b) for a, b in zip(before, after))
         assert bn_modes == {False} and cr.nets["phi_sr"].training
         cr.train_step("stage1_sr", batch, 1)  # leaving stage 2 restores batch statistics
-        assert {m.training for m in cr.nets["phi_sr"].modules() if isinstance(m, torch.nn.BatchNorm2d)} == {True}
+        assert _bn_training_modes(cr.nets["phi_sr"]) == {True}
     else:
         assert not all(torch.equal(a, b) for a, b in zip(before, after))
         assert bn_modes == {True}
