@@ -124,11 +124,12 @@ def main() -> None:
         records.append(dict(path=f"scenes/{rel}", kind="scene", split="", **_src(r), notes=r["notes"]))
 
     _split_hr_by_identity(records)
+    records.sort(key=lambda d: d["path"])
     fields = ["path", "kind", "split", "identity", "license", "source_repo", "source_path", "notes"]
     with open(out / "provenance.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
-        w.writerows(sorted(records, key=lambda d: d["path"]))
+        w.writerows(records)
     if dev:
         _write_manifests(out, records)
     print(f"wrote {len(records)} files to {out}")
@@ -177,7 +178,7 @@ def _write_manifests(out: Path, records: list[dict[str, str]]) -> None:
         with open(out / kind / "manifest.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
             w.writeheader()
-            for r in sorted(records, key=lambda d: d["path"]):
+            for r in records:
                 if r["kind"] == kind:
                     name = r["path"].split("/", 1)[1]
                     w.writerow({"face_id": name, "identity": r["identity"], "split": r["split"] or "train",
