@@ -5,6 +5,7 @@ Heavy modules (torch, the detector, the shard worker) are imported inside functi
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SOURCE_NAMES = ("pipa", "dukemtmc", "widerface", "celeba", "helen", "folder", "video", "sample")
+SOURCE_NAMES = ("pipa", "dukemtmc", "widerface", "celeba", "helen", "folder", "video", "sample", "degraded")
 # What a build writes into --out; --overwrite removes only these.
 OUTPUTS = ("plan.json", "shards", "crops", "lr16", "hr64", "rejected", "review", "manifest.csv",
            "rejected.csv", "unreadable.csv", "stats.json", "DATASET_CARD.md", "size_histogram.png")
@@ -39,10 +40,14 @@ def load_recipe(name: str) -> dict[str, Any]:
 
 
 def resolve_config(source: str, config_file: Path | None = None, overrides: Sequence[str] = (),
-                   limit: int | None = None, device: str | None = None) -> "BuildConfig":
-    """Recipe of ``source`` <- ``--config`` file <- ``-o key=value`` <- ``--limit``/``--device``."""
+                   limit: int | None = None, device: str | None = None, seed: int | None = None) -> "BuildConfig":
+    """Recipe of ``source`` <- ``--config`` file <- ``-o key=value`` <- ``--limit``/``--device``/``--seed``.
+
+    ``seed`` sets ``source.seed``; a source without one (no randomness) is a ``ValueError``.
+    """
     from lrfacebench import config as cfglib
     from lrfacebench.data.shards import BuildConfig
+    from lrfacebench.data.sources import get_source
 
     layers = [load_recipe(source)]
     if config_file is not None:
@@ -55,6 +60,11 @@ def resolve_config(source: str, config_file: Path | None = None, overrides: Sequ
         cli["detector"] = {"device": device}
     layers.append(cli)
     cfg = cfglib.resolve(BuildConfig, *layers)
+    if seed is not None:
+        name = cfg.source.get("name", cfg.name)
+        if "seed" not in {f.name for f in dataclasses.fields(get_source(name).Options)}:
+            raise ValueError(f"--seed: source {name!r} draws nothing at random and has no seed (degraded has one)")
+        cfg.source["seed"] = seed
     cfg.reader_options()  # validate the [source] table now, with the reader's own error messages
     return cfg
 
@@ -228,6 +238,8 @@ def summary(result: "MergeResult", out: Path, seconds: float) -> list[str]:
               help="Build only shards s with s % N == I (spread one build over jobs sharing --out).")
 @click.option("--limit", type=click.IntRange(0), default=None, help="Only the first N photos/frames (quick runs).")
 @click.option("--device", default=None, help="Detector device: auto, cpu, cuda or cuda:N [recipe: auto].")
+@click.option("--seed", type=int, default=None,
+              help="Seed of sources that draw at random (degraded: the degradation of each face) [recipe: 0].")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="TOML/JSON file overriding the recipe.")
 @click.option("-o", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -237,7 +249,7 @@ def summary(result: "MergeResult", out: Path, seconds: float) -> list[str]:
 @click.option("--overwrite", is_flag=True, help="Discard a previous build in --out made with other settings.")
 @click.option("--dry-run", is_flag=True, help="Read the source, print the plan and the resolved recipe, build nothing.")
 def build_dataset_command(source: str, root: Path | None, out: Path, workers: int, shard_spec: str | None,
-                          limit: int | None, device: str | None, config_file: Path | None,
+                          limit: int | None, device: str | None, seed: int | None, config_file: Path | None,
                           overrides: tuple[str, ...], exclude: tuple[Path, ...], overwrite: bool,
                           dry_run: bool) -> None:
     """Detect tiny faces in photos or video (or crop paired HR/LR sets) into a carded dataset.
@@ -245,7 +257,9 @@ def build_dataset_command(source: str, root: Path | None, out: Path, workers: in
     \b
     SOURCE: pipa, dukemtmc, widerface (genuine-LR faces of average size <= 16 px found by a
     tiny-face detector), celeba, helen (64x64 HR + 16x16 LR = DS(HR) pairs), folder, video
-    (any images or videos), sample (the embedded sample; no --root needed).
+    (any images or videos), sample (the embedded sample; no --root needed), degraded (HR
+    faces of any folder, a built paired set or the sample + a seeded real-world degradation
+    chain as LR, parameters per face in the manifest).
     Settings come from the recipe pipelines/SOURCE.toml, then --config, then -o KEY=VALUE.
 
     \b
@@ -259,6 +273,7 @@ def build_dataset_command(source: str, root: Path | None, out: Path, workers: in
       lrfb build-dataset sample --out lrfb-data/sample
       lrfb build-dataset pipa --root /data/PIPA --out lrfb-data/lr-pipa --workers 4
       lrfb build-dataset video --root clip.mp4 --out lrfb-data/clip -o source.stride=10
+      lrfb build-dataset degraded --root lrfb-data/helen --out lrfb-data/helen-degraded --seed 1
       lrfb build-dataset pipa --root /data/PIPA --out lrfb-data/lr-pipa --exclude review-decisions.csv
     """
     from lrfacebench.data.sources.base import LayoutError
@@ -273,7 +288,7 @@ def build_dataset_command(source: str, root: Path | None, out: Path, workers: in
     if not root.exists():
         raise click.BadParameter(f"{root} does not exist", param_hint="--root")
     try:
-        cfg = resolve_config(source, config_file, overrides, limit, device)
+        cfg = resolve_config(source, config_file, overrides, limit, device, seed)
         if dry_run:
             _dry_run(cfg, root)
             return

@@ -15,6 +15,8 @@ from typing import Any
 
 import click
 
+from lrfacebench.data.sources import lr_rule
+
 MARKERS = ("composition", "collection")
 FIELDS = {
     "face_id": "stable id `s<shard>-<candidate>` (sortable)",
@@ -92,6 +94,7 @@ def composition(stats: dict[str, Any]) -> str:
     if s:
         rows.append(("average face size (px)",
                      f"min {s['min']}, median {s['median']}, mean {s['mean']}, max {s['max']}"))
+    rule = lr_rule(stats["source"])
     hr = ", `hr64/`" if stats["kind"] == "paired" else ""
     out = ["## Composition", "", "*Generated from `stats.json` of this build.*", "", "| | |", "|---|---|"]
     out += [f"| {k} | {v} |" for k, v in rows]
@@ -99,7 +102,7 @@ def composition(stats: dict[str, Any]) -> str:
             f"Files: `manifest.csv` (one row per face), `crops/`, `lr16/`{hr}, `rejected.csv`, "
             "`unreadable.csv`, `stats.json`, `review/` (contact sheets).", "",
             "| manifest column | meaning |", "|---|---|"]
-    out += [f"| `{k}` | {v} |" for k, v in FIELDS.items()]
+    out += [f"| `{k}` | {v} |" for k, v in {**FIELDS, **(rule.columns if rule else {})}.items()]
     return "\n".join(out)
 
 
@@ -113,10 +116,11 @@ def collection(stats: dict[str, Any]) -> str:
            f"{c['items']:,} items planned in {stats['shards']:,} shards, {c['items_unreadable']:,} unreadable, "
            f"{c['annotation_problems']:,} annotation problems, {c['unreadable_rows']:,} rows in `unreadable.csv`."]
     if stats["kind"] == "paired":
+        rule = lr_rule(stats["source"])
+        lr = rule.text if rule else (f"LR = `degrade.downsample` (DS, x{b['hr_size'] // b['lr_size']}) of the "
+                                     "quantised HR, quantised with `degrade.to_uint8`.")
         out.append(f"- Paired faces: the fixed crop of the source options above, resized to "
-                   f"{b['hr_size']}x{b['hr_size']} with `degrade.imresize` (MATLAB bicubic) and quantised; LR = "
-                   f"`degrade.downsample` (DS, x{b['hr_size'] // b['lr_size']}) of the quantised HR, quantised "
-                   "with `degrade.to_uint8`.")
+                   f"{b['hr_size']}x{b['hr_size']} with `degrade.imresize` (MATLAB bicubic) and quantised; {lr}")
     else:
         out += [f"- Detector `{cfg['detector']['name']}`: `{_inline(cfg['detector'])}`.",
                 f"- Filters: `{_inline(cfg['filters'])}`.",

@@ -37,7 +37,7 @@ from lrfacebench.data.detect import (Detection, DetectorConfig, evaluate_on_anno
                                      match_greedy)
 from lrfacebench.data.filters import (Candidate, FilterConfig, crop_face, crop_rect, filter_candidates,
                                       near_duplicates, quality_filter)
-from lrfacebench.data.sources import get_source
+from lrfacebench.data.sources import get_source, lr_rule
 from lrfacebench.data.sources.base import Annot, Item, Problem, best_annot
 from lrfacebench.io import (UnreadableImage, atomic_path, read_rgb, sha256_bytes, sha256_file, sha256_json,
                             write_json)
@@ -196,6 +196,8 @@ class _Face:
     whole: bool = False  # the image itself is the face (pre-cropped genuine-LR faces)
     reason: str | None = None
     hr: np.ndarray | None = None  # paired sets: the 64x64 HR face
+    lr: np.ndarray | None = None  # paired sets with an LR rule: the 16x16 LR face (else DS(hr))
+    columns: dict[str, Any] = field(default_factory=dict)  # the LR rule's extra manifest cells
 
 
 class _ShardWorker:
@@ -210,6 +212,8 @@ class _ShardWorker:
         self.timings: Counter[str] = Counter()
         self.evals: dict[str, Counter[str]] = defaultdict(Counter)
         self._video: tuple[str, Any] | None = None
+        self.lr_rule = lr_rule(cfg.source.get("name", cfg.name))
+        self.reader_options = cfg.reader_options() if self.lr_rule else None
 
     def run(self, items: list[Item], progress: Callable[[int], None] | None) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -338,7 +342,8 @@ class _ShardWorker:
                                     owner.identity if owner else item.identity, is_whole, reason))
 
     def _paired(self, item: Item, image: np.ndarray, annots: tuple[Annot, ...]) -> None:
-        """HR = the fixed crop resized to hr_size; LR = DS(HR), both quantised to uint8."""
+        """HR = the fixed crop resized to hr_size; LR = DS(HR) (made when written) or the source's
+        LR rule of the HR, all quantised to uint8."""
         h, w = image.shape[:2]
         crop_box = annots[0]
         x1, y1, x2, y2 = crop_box.box
@@ -352,8 +357,12 @@ class _ShardWorker:
             return
         box = (x1, y1, x2, y2)
         crop = _padded_crop(image, box)
+        b = self.cfg.build
+        hr = _resize(crop, b.hr_size)
+        lr, columns = (self.lr_rule.make(hr, item, self.reader_options, b.lr_size) if self.lr_rule
+                       else (None, {}))
         self.faces.append(_Face(item, Detection(box, math.nan, None), crop, (w, h), item.identity,
-                                reason=None, hr=_resize(crop, self.cfg.build.hr_size)))
+                                reason=None, hr=hr, lr=lr, columns=columns))
 
     def _evaluate(self, image: np.ndarray, annots: tuple[Annot, ...], found: list[Detection]) -> None:
         """Detector recall/precision on the item's annotated faces: at native size (this build's
@@ -428,12 +437,12 @@ class _ShardWorker:
         if face.hr is not None:
             hr_rel = f"hr64/{fid}.png"
             write_png_bytes(self.out / hr_rel, face.hr)
-            lr = _downsample(face.hr, b.hr_size // b.lr_size)
+            lr = face.lr if face.lr is not None else _downsample(face.hr, b.hr_size // b.lr_size)
         else:
             hr_rel, lr = "", _resize(face.crop, b.lr_size)
         write_png_bytes(self.out / lr_rel, lr)
         return {**_box_row(fid, face), "identity": face.identity, "split": face.item.split,
-                "crop": crop_rel, "lr16": lr_rel, "hr64": hr_rel, "sha256": digest}, lr
+                "crop": crop_rel, "lr16": lr_rel, "hr64": hr_rel, "sha256": digest, **face.columns}, lr
 
 
 def _without_border(cfg: FilterConfig) -> FilterConfig:
@@ -721,8 +730,14 @@ def merge(out: Path, plan: Plan, cfg: BuildConfig, plan_hash: str, exclusions: E
     from lrfacebench.data.cards import write_card
 
     write_card(out)
-    write_csv(out / "manifest.csv", MANIFEST_COLUMNS, final)
+    write_csv(out / "manifest.csv", manifest_columns(plan.source), final)
     return MergeResult(manifest=final, stats=stats)
+
+
+def manifest_columns(source: str) -> tuple[str, ...]:
+    """:data:`MANIFEST_COLUMNS`, then the extra columns of the source's LR rule (if any)."""
+    rule = lr_rule(source)
+    return MANIFEST_COLUMNS + (tuple(rule.columns) if rule else ())
 
 
 def write_review(out: Path, kept: list[dict[str, Any]], rejected: list[dict[str, Any]],

@@ -11,7 +11,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 Box = tuple[float, float, float, float]
 
@@ -96,6 +96,22 @@ class Scan:
     problems: list[Problem] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
     root: Path | None = None
+
+
+@dataclass(frozen=True)
+class LrRule:
+    """How a paired reader makes its LR faces instead of ``DS(HR)``: its module's ``LR_RULE``.
+
+    ``make(hr, item, options, size) -> (lr, values)``: ``hr`` is the quantised HR face
+    ``(S,S,3)`` uint8 (S = ``build.hr_size``), ``options`` the reader's ``Options``, ``lr`` the
+    ``(size,size,3)`` uint8 LR face and ``values`` the face's cells of the extra manifest
+    ``columns`` (column -> meaning for the data card, in manifest order). ``text``: how the LR is
+    made, one sentence for the data card.
+    """
+
+    make: Callable[[Any, Item, Any, int], tuple[Any, dict[str, Any]]]
+    columns: dict[str, str]
+    text: str
 
 
 class LayoutError(ValueError):
