@@ -5,17 +5,33 @@ from pathlib import Path
 
 import click
 
-TABLES = ("table1", "table2", "table3", "table4", "table5", "table6", "table7", "complexity")
-
-
 def _table_name(value: str) -> str:
-    return value if value == "complexity" or value.startswith("table") else f"table{value}"
+    if value in ("complexity", "degraded"):
+        return "table_degraded" if value == "degraded" else value
+    return value if value.startswith("table") else f"table{value}"
+
+
+def _pairs(items: tuple[str, ...], option: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            raise click.BadParameter(f"expected NAME=DIR, got {item!r}", param_hint=option)
+        pairs[name] = folder
+    return pairs
+
+
+def _seeds(value: str | None) -> list[int]:
+    try:
+        return [int(s) for s in value.split(",") if s.strip()] if value else []
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}", param_hint="--seeds") from None
 
 
 @click.command("benchmark")
 @click.option("--all", "all_tables", is_flag=True, help="Every table (default when no --table is given).")
 @click.option("--table", "tables", multiple=True, metavar="N",
-              help="Only these tables: 1..7 or complexity (repeatable).")
+              help="Only these tables: 1..7, degraded (table_degraded) or complexity (repeatable).")
 @click.option("--preset", type=click.Choice(["demo", "cpu", "paper"]), default="demo", show_default=True,
               help="demo: smoke training on the embedded sample (minutes on a CPU); cpu: tens of "
                    "minutes per method; paper: the paper's schedules (GPU).")
@@ -23,19 +39,34 @@ def _table_name(value: str) -> str:
               help="A dataset built by `lrfb build-dataset`. celeba -> training HR (train split) and FID "
                    "reference (test split); widerface -> training genuine LR; helen -> Table 3; any other "
                    "name (lr-pipa, lr-dukemtmc, ...) -> a genuine-LR test set (rank-1 too if it has identities).")
+@click.option("--reference", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="HR faces FID/KID are measured against: a plain folder of face crops (every image) or a "
+                   "built dataset (every hr64 face). Default: celeba's test split, else the sample's.")
+@click.option("--genuine", "genuine", multiple=True, metavar="NAME=DIR",
+              help="A genuine-LR test set from a plain folder of face crops of any size (resized to 16x16 by "
+                   "the project's rule) or a built dataset (test split). Repeatable.")
+@click.option("--paired", "paired", multiple=True, metavar="NAME=DIR",
+              help="A paired test set with its own LR (table_degraded): a folder built by `lrfb build-dataset "
+                   "degraded`, or a folder with hr/ and lr/ images of the same names. Repeatable.")
 @click.option("--methods", "methods", multiple=True, metavar="NAME", help="Only these methods (repeatable).")
 @click.option("--runs", type=click.Path(path_type=Path), default=None,
               help="Folder of training runs to reuse/write (default OUT/runs).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("lrfb-results"), show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seeds", default=None, metavar="S,S,...",
+              help="Train and evaluate at each seed (OUT/seed-S) and merge: mean ± std across seeds.")
+@click.option("--bootstrap", type=click.IntRange(100), default=1000, show_default=True,
+              help="Paired bootstrap resamples over test faces (std of FID/KID, intervals of every delta).")
 @click.option("--fid-mode", type=click.Choice(["clean", "legacy_tensorflow"]), default="clean", show_default=True)
 @click.option("--inception", type=click.Path(path_type=Path), default=None,
               help="FID Inception weights file (default: found offline and hash-checked; see lrfb doctor).")
 @click.option("--trials", type=int, default=10, show_default=True, help="Rank-1 gallery/probe trials.")
 def benchmark_command(all_tables: bool, tables: tuple[str, ...], preset: str, data: tuple[str, ...],
+                      reference: Path | None, genuine: tuple[str, ...], paired: tuple[str, ...],
                       methods: tuple[str, ...], runs: Path | None, out: Path, device: str, seed: int,
-                      fid_mode: str, inception: Path | None, trials: int) -> None:
+                      seeds: str | None, bootstrap: int, fid_mode: str, inception: Path | None,
+                      trials: int) -> None:
     """Run every method on every test set and write the paper's Tables 1-7 and complexity table.
 
     Trains what is missing (finished runs in --runs are reused), caches SR outputs, features and
@@ -49,30 +80,30 @@ def benchmark_command(all_tables: bool, tables: tuple[str, ...], preset: str, da
     Examples:
       lrfb benchmark --all                                  # demo on the embedded sample
       lrfb benchmark --table 1 --table 3 --methods cr --methods bicubic
+      lrfb benchmark --table 1 --table degraded --methods bicubic --methods nearest \\
+          --methods bicubic_noise --genuine tiny=crops/ --paired deg=lrfb-data/degraded --reference hr/
       lrfb benchmark --all --preset paper --device cuda --data celeba=data/celeba \\
           --data widerface=data/wider --data lr-pipa=data/lr-pipa --data helen=data/helen
     """
-    from lrfacebench.bench.harness import BenchConfig, Benchmark
+    from lrfacebench.bench.harness import TABLE_ORDER, BenchConfig, Benchmark, load_tables, run_seeds
     from lrfacebench.bench.leaderboard import merge, render_markdown
 
-    pairs = {}
-    for item in data:
-        name, sep, folder = item.partition("=")
-        if not sep or not name or not folder:
-            raise click.BadParameter(f"expected NAME=DIR, got {item!r}", param_hint="--data")
-        pairs[name] = folder
-    selected = tuple(_table_name(t) for t in tables) if tables and not all_tables else TABLES
-    cfg = BenchConfig(preset=preset, tables=selected, methods=methods, data=pairs,
-                      runs=str(runs) if runs else "", out=str(out), device=device, seed=seed,
-                      fid_mode=fid_mode, inception=str(inception) if inception else "", trials=trials)
+    selected = tuple(_table_name(t) for t in tables) if tables and not all_tables else TABLE_ORDER
+    cfg = BenchConfig(preset=preset, tables=selected, methods=methods, data=_pairs(data, "--data"),
+                      reference=str(reference) if reference else "", genuine=_pairs(genuine, "--genuine"),
+                      paired=_pairs(paired, "--paired"), runs=str(runs) if runs else "", out=str(out),
+                      device=device, seed=seed, fid_mode=fid_mode, inception=str(inception) if inception else "",
+                      trials=trials, bootstrap=bootstrap)
     try:
-        bench = Benchmark(cfg)
-        rows = bench.run()
+        if _seeds(seeds):
+            rows = run_seeds(cfg, _seeds(seeds))
+        else:
+            rows = merge(Benchmark(cfg).run())
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None
-    titles = {t: s.get("title", t) for t, s in bench.specs.items()}
-    click.echo(render_markdown([r for r in merge(rows) if r.source == "reproduced"], titles))
-    click.echo(f"wrote {out}/leaderboard.csv, {out}/LEADERBOARD.md and {len(bench.specs)} table CSVs")
+    titles = {t: s.get("title", t) for t, s in load_tables().items()}
+    click.echo(render_markdown([r for r in rows if r.source == "reproduced"], titles))
+    click.echo(f"wrote {out}/leaderboard.csv, {out}/LEADERBOARD.md and the table CSVs")
 
 
 @click.group("leaderboard")

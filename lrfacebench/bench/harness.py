@@ -2,8 +2,9 @@
 metric rows -> ``tableN.csv``, ``leaderboard.csv``, ``LEADERBOARD.md``, figures.
 
 The harness knows evaluation *kinds* (``sr_fid``, ``lr_fid``, ``rank1``, ``sr_psnr_ssim``,
-``complexity``) and the :class:`~lrfacebench.methods.base.Method` interface, nothing
-method-specific. Every unit of work is cached under ``--out`` (runs, SR PNGs, one JSON per
+``paired_quality``, ``complexity``) and the :class:`~lrfacebench.methods.base.Method` interface,
+nothing method-specific. A table with ``compare_to`` gets, on every row, the difference to that
+method on the same faces with a paired bootstrap interval (:mod:`lrfacebench.metrics.bootstrap`). Every unit of work is cached under ``--out`` (runs, SR PNGs, one JSON per
 evaluation job, FID features in the metric cache), so a killed benchmark resumes where it stopped.
 """
 from __future__ import annotations
@@ -23,9 +24,10 @@ import torch
 
 from lrfacebench import io, runtime
 from lrfacebench.bench import figures
-from lrfacebench.bench.data import BenchData, TestSet, build_sample, resolve, sample_data
+from lrfacebench.bench.data import BenchData, TestSet, build_degraded_sample, build_sample, resolve, sample_data
 from lrfacebench.bench.leaderboard import Row, merge, render_markdown, write_rows
 from lrfacebench.degrade import downsample, to_uint8
+from lrfacebench.metrics import bootstrap
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -39,7 +41,8 @@ PRESETS = {"demo": "smoke", "cpu": "cpu", "paper": "paper"}  # benchmark preset 
 TIMING = {"demo": dict(warmup=5, n_timed=30, large_batch=64, large_repeats=2),
           "cpu": dict(warmup=10, n_timed=100, large_batch=256, large_repeats=3),
           "paper": dict(warmup=20, n_timed=1000, large_batch=256, large_repeats=5)}
-TABLE_ORDER = ("table1", "table2", "table3", "table4", "table5", "table6", "table7", "complexity")
+TABLE_ORDER = ("table1", "table2", "table3", "table4", "table5", "table6", "table7", "table_degraded",
+               "complexity")
 
 
 @dataclass
@@ -50,7 +53,11 @@ class BenchConfig:
     tables: tuple[str, ...] = TABLE_ORDER
     methods: tuple[str, ...] = ()  # restrict to these method names (empty = every method of a table)
     data: dict[str, str] = field(default_factory=dict)  # NAME -> built dataset folder
+    reference: str = ""  # folder of HR faces for FID/KID (default: from data, else the sample's)
+    genuine: dict[str, str] = field(default_factory=dict)  # NAME -> folder of genuine-LR crops
+    paired: dict[str, str] = field(default_factory=dict)  # NAME -> paired set (built or hr/ + lr/)
     runs: str = ""  # training runs folder (default OUT/runs); finished runs there are reused
+    data_dir: str = ""  # built sample sets and image folders for FID (default OUT/data)
     out: str = "lrfb-results"
     device: str = "auto"
     seed: int = 0
@@ -59,12 +66,22 @@ class BenchConfig:
     trials: int = 10  # rank-1 gallery/probe trials
     batch_size: int = 256
     figure_faces: int = 8
+    bootstrap: int = bootstrap.RESAMPLES  # paired bootstrap resamples over test faces
+
+
+def _specs() -> dict[str, Any]:
+    text = importlib.resources.files("lrfacebench.bench").joinpath("tables.toml").read_text()
+    return tomllib.loads(text)
 
 
 def load_tables() -> dict[str, dict[str, Any]]:
     """The table specs shipped in ``lrfacebench/bench/tables.toml``."""
-    text = importlib.resources.files("lrfacebench.bench").joinpath("tables.toml").read_text()
-    return tomllib.loads(text)["tables"]
+    return _specs()["tables"]
+
+
+def load_recognizers() -> dict[str, dict[str, Any]]:
+    """The recognisers the tables name (``[recognizers.NAME]`` of ``tables.toml``)."""
+    return _specs()["recognizers"]
 
 
 def load_reported(tables: Iterable[str]) -> list[Row]:
@@ -103,6 +120,33 @@ class RunKey:
         return self.method if self.variant == "default" else f"{self.method}:{self.variant}"
 
 
+@dataclass
+class Result:
+    """One evaluated row, the table's label of what produced it (``cr:wo_cr``, ``genuine-lr``),
+    and its bootstrap replicates over the test faces (``None`` where a row has none)."""
+
+    row: Row
+    label: str
+    replicates: list[float] | None = None
+
+
+def with_deltas(results: list[Result], compare_to: str) -> list[Row]:
+    """Rows with their difference to the ``compare_to`` row of the same dataset and metric (paired
+    bootstrap interval from the shared replicates); rows without a partner are left as they are."""
+    partners = {(r.row.dataset, r.row.metric): r for r in results
+                if r.label == compare_to and r.replicates is not None}
+    rows = []
+    for r in results:
+        ref = partners.get((r.row.dataset, r.row.metric))
+        if ref is None or r is ref or r.replicates is None or len(r.replicates) != len(ref.replicates):
+            rows.append(r.row)
+            continue
+        d = bootstrap.paired_delta(r.row.value, ref.row.value, r.replicates, ref.replicates)
+        rows.append(dataclasses.replace(r.row, delta=d.value, delta_ci_low=d.low, delta_ci_high=d.high,
+                                        delta_vs=compare_to))
+    return rows
+
+
 class Benchmark:
     """One benchmark: resolves data, trains what is missing, evaluates every selected table."""
 
@@ -117,15 +161,26 @@ class Benchmark:
         self.specs = {t: all_tables[t] for t in TABLE_ORDER if t in cfg.tables}
         self.out = Path(cfg.out)
         self.runs_dir = Path(cfg.runs) if cfg.runs else self.out / "runs"
+        self.data_dir = Path(cfg.data_dir) if cfg.data_dir else self.out / "data"
         self.device = runtime.resolve_device(cfg.device)
         self.env = runtime.environment(self.device)
-        self.data: BenchData = (resolve(cfg.data) if cfg.data else
-                                sample_data(build_sample(self.out / "data" / "sample-build", cfg.device)))
+        self.data: BenchData = self._resolve_data()
         self._methods: dict[RunKey, Any] = {}
         self._sr: dict[tuple[RunKey, str, str], torch.Tensor] = {}
         self._inception = None
         self._provenance: dict[RunKey | None, dict[str, str]] = {}
         self.timings: dict[str, float] = {}
+
+    def _resolve_data(self) -> BenchData:
+        """The sets of ``cfg``; the sample fills empty roles (its photos are only searched, and its
+        degraded set only built, when they are needed)."""
+        cfg = self.cfg
+        given = cfg.data or cfg.reference or cfg.genuine or cfg.paired
+        wants_paired = any(s.get("datasets") == "paired" for s in self.specs.values()) and not cfg.paired
+        degraded = build_degraded_sample(self.data_dir / "sample-degraded") if wants_paired else None
+        if not given:
+            return sample_data(build_sample(self.data_dir / "sample-build", cfg.device), degraded)
+        return resolve(cfg.data, cfg.reference or None, cfg.genuine, cfg.paired, sample_data(degraded=degraded))
 
     # ----- runs ------------------------------------------------------------------------------
     def _methods_of(self, spec: Mapping[str, Any]) -> list[RunKey]:
@@ -189,7 +244,10 @@ class Benchmark:
 
     # ----- SR outputs (cached as PNG folders) --------------------------------------------------
     def lr_input(self, test: TestSet) -> torch.Tensor:
-        """``(N,3,16,16)`` float in [0,1]: the set's LR faces, or quantised DS(HR) for artificial sets."""
+        """``(N,3,16,16)`` float in [0,1]: the set's LR faces (a paired set's LR side), or quantised
+        DS(HR) for artificial sets."""
+        if test.lr is not None:
+            return test.lr.images.float() / 255
         x = test.faces.images.float() / 255
         return to_uint8(downsample(x)).float() / 255 if test.role == "artificial" else x
 
@@ -235,7 +293,7 @@ class Benchmark:
 
     def image_folder(self, name: str, images: torch.Tensor) -> Path:
         """Write ``(N,3,S,S)`` uint8 images once as PNGs under ``OUT/data/name`` (for FID)."""
-        folder = self.out / "data" / name
+        folder = self.data_dir / name
         marker = folder / "_complete.json"
         if not marker.is_file():
             for i, img in enumerate(images):
@@ -244,14 +302,20 @@ class Benchmark:
         return folder
 
     # ----- evaluation jobs ---------------------------------------------------------------------
-    def job(self, parts: Mapping[str, Any], compute: Callable[[], list[Row]]) -> list[Row]:
-        """Run ``compute`` once per distinct ``parts`` (its result rows are cached as JSON)."""
+    def job(self, parts: Mapping[str, Any], compute: Callable[[], list[Result]]) -> list[Result]:
+        """Run ``compute`` once per distinct ``parts`` (its results are cached as JSON)."""
+        parts = {**parts, "bootstrap": [self.cfg.bootstrap, self.cfg.seed]}
         path = self.out / "jobs" / f"{io.sha256_json(parts)[:24]}.json"
         if path.is_file():
-            return [Row(**d) for d in io.read_json(path)["rows"]]
-        rows = compute()
-        io.write_json(path, {"job": parts, "rows": [dataclasses.asdict(r) for r in rows]})
-        return rows
+            return [Result(Row(**d["row"]), d["label"], d["replicates"]) for d in io.read_json(path)["results"]]
+        results = compute()
+        io.write_json(path, {"job": parts, "results": [
+            {"row": dataclasses.asdict(r.row), "label": r.label, "replicates": r.replicates} for r in results]})
+        return results
+
+    def weights(self, test: TestSet) -> Any:
+        """``(R,N)`` bootstrap weights over the faces of ``test``, shared by every method on it."""
+        return bootstrap.weights(len(test), self.cfg.bootstrap, seed=self.cfg.seed)
 
     def _row(self, table: str, test: TestSet | None, key: RunKey | None, label: str | None = None,
              **values: Any) -> Row:
@@ -275,20 +339,28 @@ class Benchmark:
 
     def _distribution_rows(self, table: str, test: TestSet, key: RunKey | None, folder: Path,
                            reference: Path, metrics: Iterable[str], label: str | None = None,
-                           metric_names: Mapping[str, str] | None = None) -> list[Row]:
-        from lrfacebench.metrics.fid import compute_fid, compute_kid
+                           metric_names: Mapping[str, str] | None = None) -> list[Result]:
+        """FID/KID of the images in ``folder`` (face i of ``test`` in file i) against ``reference``;
+        ``std`` and the replicates are the bootstrap over the test faces (reference fixed)."""
+        from lrfacebench.metrics.fid import compute_fid, compute_kid, folder_features
 
-        rows = []
+        feats = folder_features(folder, self.inception()).feats
+        ref_feats = folder_features(reference, self.inception()).feats
+        w = self.weights(test)
+        results = []
         for metric in metrics:
-            fn = {"fid": compute_fid, "kid": compute_kid}[metric]
+            fn, replicate = {"fid": (compute_fid, bootstrap.fid_replicates),
+                             "kid": (compute_kid, bootstrap.kid_replicates)}[metric]
             r = fn(folder, reference, net=self.inception(), mode=self.cfg.fid_mode, device=str(self.device))
-            rows.append(self._row(table, test, key, label, metric=(metric_names or {}).get(metric, metric),
-                                  value=r.value, std=r.std, n_images=r.n_images, higher_is_better=False,
-                                  protocol=f"{r.protocol};reference={self.data.reference.name}"
-                                           f"(N={r.n_reference})"))
-        return rows
+            reps = replicate(feats, ref_feats, w)
+            row = self._row(table, test, key, label, metric=(metric_names or {}).get(metric, metric),
+                            value=r.value, std=float(reps.std()), n_images=r.n_images, higher_is_better=False,
+                            protocol=f"{r.protocol};std=bootstrap({len(w)}) over test faces;"
+                                     f"reference={self.data.reference.name}(N={r.n_reference})")
+            results.append(Result(row, label or key.label, reps.tolist()))
+        return results
 
-    def eval_sr_fid(self, table: str, spec: Mapping[str, Any]) -> list[Row]:
+    def eval_sr_fid(self, table: str, spec: Mapping[str, Any]) -> list[Result]:
         ref = self.image_folder(f"{self.data.reference.name}-reference-hr64", self.data.reference.faces.images)
         rows = []
         for test in self.data.of_role("genuine"):
@@ -301,7 +373,7 @@ class Benchmark:
                     table, test, key, self.outputs(key, test)[1], ref, spec.get("metrics", ["fid"])))
         return rows
 
-    def eval_lr_fid(self, table: str, spec: Mapping[str, Any]) -> list[Row]:
+    def eval_lr_fid(self, table: str, spec: Mapping[str, Any]) -> list[Result]:
         ref_hr = self.data.reference.faces.images.float() / 255
         a_lr = self.image_folder(f"{self.data.reference.name}-reference-ds16", to_uint8(downsample(ref_hr)))
         rows = []
@@ -319,26 +391,28 @@ class Benchmark:
                     None, names))
         return rows
 
-    def recognizer(self, name: str, spec: Mapping[str, Any]) -> tuple[Callable, RunKey]:
-        """``embed`` ((N,3,64,64) [0,1] -> (N,D)) of a recogniser trained inside a run."""
+    def recognizer(self, name: str) -> tuple[Callable, RunKey]:
+        """``embed`` ((N,3,64,64) [0,1] -> (N,D)) of the recogniser ``name`` of ``tables.toml``,
+        a net trained inside a run."""
         from lrfacebench.metrics.recognition import recognizer_embed
 
+        spec = load_recognizers()[name]
         key = RunKey(spec["run"], spec.get("variant", "default"), spec.get("seed_offset", 0),
                      tuple(spec.get("overrides", ())))
         run = self.ensure_trained(key)
         return recognizer_embed(f"{run}:{spec['net']}", str(self.device)), key
 
-    def eval_rank1(self, table: str, spec: Mapping[str, Any]) -> list[Row]:
+    def eval_rank1(self, table: str, spec: Mapping[str, Any]) -> list[Result]:
         from lrfacebench.metrics.recognition import rank1_cmc
 
         rows = []
-        for rec_name, rec_spec in spec["recognizers"].items():
-            embed, rec_key = self.recognizer(rec_name, rec_spec)
+        for rec_name in spec["recognizers"]:
+            embed, rec_key = self.recognizer(rec_name)
             rec_sha = self.provenance(rec_key).get("checkpoint_sha256", "")
             for test in self.data.of_role("identity"):
                 labels = [test.faces.identities[i] if i >= 0 else "" for i in test.faces.identity.tolist()]
                 for key in self._methods_of(spec):
-                    def compute(key: RunKey = key, test: TestSet = test) -> list[Row]:
+                    def compute(key: RunKey = key, test: TestSet = test) -> list[Result]:
                         sr, _ = self.outputs(key, test)
                         r = rank1_cmc(embed, sr, labels, trials=self.cfg.trials, seed=self.cfg.seed)
                         row = self._row(table, test, key, metric="rank1", value=100 * r.rank1_mean,
@@ -347,7 +421,7 @@ class Benchmark:
                                                  f"(sha256={rec_sha[:12]})")
                         io.write_json(self.out / "cmc" / f"{test.name}__{rec_name}__{key.label}.json",
                                       {"cmc": r.cmc, "n_identities": r.n_identities, "n_probes": r.n_probes})
-                        return [row]
+                        return [Result(row, key.label)]
                     parts = {"kind": "rank1", "table": table, "test": test.sha256, "set": test.name,
                              "recognizer": rec_sha or rec_name, "run": self.provenance(key).get(
                                  "checkpoint_sha256", key.label), "key": key.label, "trials": self.cfg.trials,
@@ -355,25 +429,70 @@ class Benchmark:
                     rows += self.job(parts, compute)
         return rows
 
-    def eval_sr_psnr_ssim(self, table: str, spec: Mapping[str, Any]) -> list[Row]:
+    def eval_sr_psnr_ssim(self, table: str, spec: Mapping[str, Any]) -> list[Result]:
         from lrfacebench.metrics.psnr_ssim import measure_tensors
 
         rows = []
         for test in self.data.of_role("artificial"):
             hr = test.faces.images.float() / 255
             for key in self._methods_of(spec):
-                def compute(key: RunKey = key, test: TestSet = test) -> list[Row]:
+                def compute(key: RunKey = key, test: TestSet = test) -> list[Result]:
                     result = measure_tensors(self.outputs(key, test)[0], hr, crop_border=0)
-                    return [self._row(table, test, key, metric=d["metric"], value=d["value"], std=d["std"],
-                                      n_images=d["n_images"], higher_is_better=True,
-                                      protocol=f"{d['protocol']};lr=DS(hr) bicubic a=-0.5 x1/4")
+                    w = self.weights(test)
+                    return [Result(self._row(table, test, key, metric=d["metric"], value=d["value"], std=d["std"],
+                                             n_images=d["n_images"], higher_is_better=True,
+                                             protocol=f"{d['protocol']};lr=DS(hr) bicubic a=-0.5 x1/4"),
+                                   key.label, _replicates([x[d["metric"]] for x in result.per_image], w))
                             for d in result.rows()]
                 parts = {"kind": "sr_psnr_ssim", "table": table, "test": test.sha256, "set": test.name,
                          "run": self.provenance(key).get("checkpoint_sha256", key.label), "key": key.label}
                 rows += self.job(parts, compute)
         return rows
 
-    def eval_complexity(self, table: str, spec: Mapping[str, Any]) -> list[Row]:
+    def eval_paired_quality(self, table: str, spec: Mapping[str, Any]) -> list[Result]:
+        """Fidelity to the ground truth on paired sets whose LR is not DS(HR): Y-PSNR/SSIM, identity
+        cosine under a recogniser no method trained against, and LR consistency |DS(SR) - x|."""
+        import numpy as np
+
+        from lrfacebench.metrics.identity import identity_cosine, lr_consistency
+        from lrfacebench.metrics.psnr_ssim import measure_tensors
+
+        rec_name = spec["recognizer"]
+        embed, rec_key = self.recognizer(rec_name)
+        rec_sha = self.provenance(rec_key).get("checkpoint_sha256", "")
+        protocols = {"identity_cos": f"cosine;feature=embed(x)+embed(hflip(x));l2;recognizer={rec_name}"
+                                     f"(sha256={rec_sha[:12]})",
+                     "lr_consistency": "mean|DS(sr)-lr| per face;[0,1] units;DS=bicubic a=-0.5 x1/4"}
+        metrics = spec.get("metrics", ["psnr_y", "ssim_y", "identity_cos", "lr_consistency"])
+        results = []
+        for test in self.data.of_role("paired"):
+            hr, lr = test.faces.images.float() / 255, self.lr_input(test)
+            for key in self._methods_of(spec):
+                def compute(key: RunKey = key, test: TestSet = test, hr: torch.Tensor = hr,
+                            lr: torch.Tensor = lr) -> list[Result]:
+                    sr = self.outputs(key, test)[0]
+                    fidelity = measure_tensors(sr, hr, crop_border=0)
+                    per_face = {m: [x[m] for x in fidelity.per_image] for m in ("psnr_y", "ssim_y")}
+                    per_face["identity_cos"] = identity_cosine(embed, sr, hr)
+                    per_face["lr_consistency"] = lr_consistency(sr, lr)
+                    w = self.weights(test)
+                    out = []
+                    for m in metrics:
+                        v = np.asarray(per_face[m], dtype=np.float64)
+                        protocol = protocols.get(m) or fidelity.protocol(m)
+                        out.append(Result(self._row(table, test, key, metric=m, value=float(v.mean()),
+                                                    std=float(v.std()), n_images=len(v),
+                                                    higher_is_better=m != "lr_consistency",
+                                                    protocol=f"{protocol};lr=the paired set's own LR"),
+                                          key.label, _replicates(v, w)))
+                    return out
+                parts = {"kind": "paired_quality", "table": table, "test": test.sha256, "set": test.name,
+                         "run": self.provenance(key).get("checkpoint_sha256", key.label), "key": key.label,
+                         "recognizer": rec_sha or rec_name, "metrics": metrics}
+                results += self.job(parts, compute)
+        return results
+
+    def eval_complexity(self, table: str, spec: Mapping[str, Any]) -> list[Result]:
         """Parameters and inference time of each method's *paper* architecture (whatever preset
         trained it: timing does not depend on the weights), and the wall time of its run."""
         from lrfacebench.methods import get_method
@@ -381,7 +500,7 @@ class Benchmark:
 
         rows = []
         for key in self._methods_of(spec):
-            def compute(key: RunKey = key) -> list[Row]:
+            def compute(key: RunKey = key) -> list[Result]:
                 cls = get_method(key.method)
                 paper = cls(cls.make_config("paper", key.variant), self.device)
                 c = method_complexity(paper, self.device, **TIMING[self.cfg.preset])
@@ -400,7 +519,7 @@ class Benchmark:
                 if run is not None:
                     out.append(self._row(table, None, key, metric="train_hours", value=_train_seconds(run) / 3600,
                                          protocol=f"wall time of the run ({PRESETS[self.cfg.preset]} preset); {dev}"))
-                return out
+                return [Result(row, key.label) for row in out]
             parts = {"kind": "complexity", "run": self.provenance(key).get("checkpoint_sha256", key.label),
                      "key": key.label, "device": str(self.device), "timing": TIMING[self.cfg.preset]}
             rows += self.job(parts, compute)
@@ -416,7 +535,7 @@ class Benchmark:
         for table, spec in tqdm(self.specs.items(), desc="tables", disable=None):
             t0 = time.perf_counter()
             evaluate = getattr(self, f"eval_{spec['kind']}")
-            table_rows = evaluate(table, spec)
+            table_rows = with_deltas(evaluate(table, spec), spec.get("compare_to", ""))
             self.timings[table] = time.perf_counter() - t0
             write_rows(self.out / f"{table}.csv", table_rows)
             rows += table_rows
@@ -465,6 +584,36 @@ class Benchmark:
             curves = {p.stem.split("__")[2]: io.read_json(p)["cmc"]
                       for p in (self.out / "cmc").glob(f"{test_name}__{rec}__*.json")}
             figures.cmc_plot(curves, fig_dir / f"cmc_{test_name}_{rec}.png", f"CMC — {test_name} ({rec})")
+
+
+def run_seeds(cfg: BenchConfig, seeds: Iterable[int]) -> list[Row]:
+    """The benchmark once per training seed (``OUT/seed-S``; runs, data and FID features shared),
+    then every result merged into ``OUT``: mean ± std across seeds (``n_runs``) beside each
+    seed's bootstrap interval (see :func:`lrfacebench.bench.leaderboard.merge`)."""
+    out, seeds = Path(cfg.out), list(seeds)
+    rows: list[Row] = []
+    titles: dict[str, str] = {}
+    for seed in seeds:
+        bench = Benchmark(dataclasses.replace(cfg, seed=seed, out=str(out / f"seed-{seed}"),
+                                              runs=cfg.runs or str(out / "runs"),
+                                              data_dir=cfg.data_dir or str(out / "data")))
+        rows += [r for r in bench.run() if r.source == "reproduced"]
+        titles = {t: s.get("title", t) for t, s in bench.specs.items()}
+    merged = merge(rows + load_reported(titles))
+    write_rows(out / "leaderboard.csv", merged)
+    io.write_text(out / "LEADERBOARD.md", f"# lrfacebench leaderboard (seeds {', '.join(map(str, seeds))})\n\n"
+                  "Mean ± std across training seeds; Δ and its interval: the mean over seeds of each "
+                  "seed's paired bootstrap over test faces.\n\n" + render_markdown(merged, titles))
+    return merged
+
+
+def _replicates(values: Iterable[float], w: Any) -> list[float] | None:
+    """Bootstrap replicates of the mean of per-face ``values`` (``None`` if any is not finite,
+    e.g. the infinite PSNR of an output identical to its HR face)."""
+    import numpy as np
+
+    v = np.asarray(list(values), dtype=np.float64)
+    return bootstrap.mean_replicates(v, w).tolist() if np.isfinite(v).all() else None
 
 
 def _train_seconds(run: Path) -> float:

@@ -3,11 +3,17 @@
 Reproduced rows and the paper's reported values share one schema; ``source`` tells them
 apart and the Markdown rendering labels reported values explicitly. Wide tables, merges
 across runs/machines (mean ± std over seeds) and best-value marking all derive from it.
+
+A row may carry its difference to the table's reference method on the same test faces
+(``delta = value - value(delta_vs)``) with a paired bootstrap interval
+(``delta_ci_low``/``delta_ci_high``, see :mod:`lrfacebench.metrics.bootstrap`); the Markdown
+marks the differences whose interval excludes 0.
 """
 from __future__ import annotations
 
 import csv
 import math
+import re
 import statistics
 from collections import defaultdict
 from dataclasses import asdict, dataclass, fields
@@ -42,6 +48,15 @@ class Row:
     torch_version: str = ""
     device: str = ""
     date: str = ""
+    delta: float = math.nan
+    delta_ci_low: float = math.nan
+    delta_ci_high: float = math.nan
+    delta_vs: str = ""
+
+    @property
+    def significant(self) -> bool:
+        """The difference to ``delta_vs`` has an interval that excludes 0."""
+        return self.delta_ci_low > 0 or self.delta_ci_high < 0
 
     def key(self) -> tuple[str, ...]:
         return (self.table, self.dataset, self.split, self.method, self.variant, self.metric,
@@ -49,7 +64,9 @@ class Row:
 
 
 COLUMNS = [f.name for f in fields(Row)]
-_FLOATS = {"value", "std"}
+_FLOATS = {"value", "std", "delta", "delta_ci_low", "delta_ci_high"}
+OPTIONAL = ("delta", "delta_ci_low", "delta_ci_high", "delta_vs")  # absent from older leaderboards
+SMALL_N = 500  # below this many test faces FID is strongly biased (docs/protocol.md)
 _INTS = {"n_runs", "n_images"}
 
 
@@ -62,7 +79,8 @@ def write_rows(path: str | Path, rows: Iterable[Row]) -> None:
         w.writeheader()
         for r in rows:
             d = asdict(r)
-            d["value"], d["std"] = _fmt(r.value), _fmt(r.std)
+            for c in _FLOATS:
+                d[c] = _fmt(d[c])
             w.writerow(d)
 
 
@@ -70,13 +88,13 @@ def read_rows(path: str | Path) -> list[Row]:
     """Read a leaderboard CSV written by :func:`write_rows`; ``ValueError`` names a bad column."""
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        missing = set(COLUMNS) - set(reader.fieldnames or [])
+        missing = set(COLUMNS) - set(OPTIONAL) - set(reader.fieldnames or [])
         if missing:
             raise ValueError(f"{path}: not a leaderboard CSV, missing columns {sorted(missing)}")
         out = []
         for d in reader:
-            kw = {c: d[c] for c in COLUMNS}
-            for c in _FLOATS:
+            kw = {c: d[c] for c in COLUMNS if c in d}
+            for c in _FLOATS & set(kw):
                 kw[c] = float(kw[c]) if kw[c] not in ("", "nan") else math.nan
             for c in _INTS:
                 kw[c] = int(kw[c] or 0)
@@ -90,6 +108,8 @@ def merge(rows: Sequence[Row]) -> list[Row]:
 
     Rows that already carry a std from within-run trials (e.g. rank-1 over 10 trials) and
     appear once keep it. Reported (paper) rows are deduplicated, never averaged with ours.
+    Differences to the reference method are averaged over the runs, and so are their interval
+    bounds (each run's interval is over the same test faces, so it keeps its width).
     """
     groups: dict[tuple[str, ...], list[Row]] = defaultdict(list)
     for r in rows:
@@ -101,7 +121,9 @@ def merge(rows: Sequence[Row]) -> list[Row]:
             out.append(first)
             continue
         values = [r.value for r in group]
-        merged = Row(**{**asdict(first), "value": statistics.fmean(values),
+        deltas = {c: statistics.fmean(getattr(r, c) for r in group)
+                  for c in ("delta", "delta_ci_low", "delta_ci_high")}
+        merged = Row(**{**asdict(first), **deltas, "value": statistics.fmean(values),
                         "std": statistics.stdev(values), "n_runs": sum(r.n_runs for r in group),
                         "run_id": ";".join(sorted({r.run_id for r in group})),
                         "checkpoint_sha256": ";".join(sorted({r.checkpoint_sha256 for r in group})),
@@ -114,11 +136,48 @@ def _fmt(x: float) -> str:
     return "nan" if math.isnan(x) else f"{x:.10g}"
 
 
+def _num(x: float, digits: int, sign: bool = False) -> str:
+    return "inf" if math.isinf(x) else f"{x:{'+' if sign else ''}.{digits}f}"
+
+
 def _cell(r: Row) -> str:
     digits = 4 if abs(r.value) < 1 else 2
-    text = f"{r.value:.{digits}f}" if not math.isinf(r.value) else "inf"
+    text = _num(r.value, digits)
     if not math.isnan(r.std):
-        text += f" ± {r.std:.{digits}f}"
+        text += f" ± {_num(r.std, digits)}"
+    if not math.isnan(r.delta):
+        d = 4 if abs(r.delta) < 1 and abs(r.delta_ci_high - r.delta_ci_low) < 1 else 2
+        text += (f" (Δ {_num(r.delta, d, True)}{'*' if r.significant else ''} "
+                 f"[{_num(r.delta_ci_low, d, True)}, {_num(r.delta_ci_high, d, True)}])")
+    return text
+
+
+_REFERENCE = re.compile(r"reference=([^;()]+)\(N=(\d+)\)")
+
+
+def _n_sentence(trs: Sequence[Row]) -> str:
+    """Faces per dataset, the reference set of FID/KID and a small-N warning where it applies."""
+    parts = []
+    for d in sorted({r.dataset for r in trs if r.source == "reproduced" and r.n_images}):
+        r = next(r for r in trs if r.dataset == d and r.source == "reproduced" and r.n_images)
+        text = f"{d}: N={r.n_images}"
+        if (ref := _REFERENCE.search(r.protocol)) is not None:
+            text += f" against {ref.group(1)} (N={ref.group(2)})"
+            if r.n_images < SMALL_N or int(ref.group(2)) < SMALL_N:
+                text += f" — small N (< {SMALL_N}): FID is biased here, compare KID and the Δ intervals"
+        parts.append(text)
+    return ", ".join(parts)
+
+
+def _delta_sentence(trs: Sequence[Row]) -> str:
+    with_delta = [r for r in trs if r.source == "reproduced" and not math.isnan(r.delta)]
+    if not with_delta:
+        return ""
+    refs = ", ".join(f"`{v}`" for v in sorted({r.delta_vs for r in with_delta}))
+    text = (f"Δ: difference to {refs} on the same faces, [95 % paired bootstrap interval over test "
+            "faces]; * marks an interval that excludes 0.")
+    if not any(r.significant for r in with_delta):
+        text += " **No difference in this table is significant: every interval includes 0.**"
     return text
 
 
@@ -167,8 +226,8 @@ def render_markdown(rows: Sequence[Row], titles: dict[str, str] | None = None) -
                     text = f"**{text}**"
                 row.append(text)
             out.append(f"| {name} | " + " | ".join(row) + " |")
-        n = sorted({f"{r.dataset}: N={r.n_images}" for r in trs if r.source == "reproduced" and r.n_images})
-        if n:
-            out.append("\n" + ", ".join(n))
+        for sentence in (_n_sentence(trs), _delta_sentence(trs)):
+            if sentence:
+                out.append("\n" + sentence)
         out.append("")
     return "\n".join(out)

@@ -146,6 +146,20 @@ def list_dataset(root: str | Path, kind: Kind, splits: Sequence[str] = ("train",
                     sha256=io.sha256_file(manifest), splits=tuple(splits))
 
 
+def list_folder(root: str | Path, kind: Kind) -> FaceList:
+    """Every image below a plain folder (no manifest) as one unlabelled face set of any crop size
+    (decoding resizes them to the set's size with :func:`lrfacebench.degrade.imresize`)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder")
+    paths = io.list_images(root)
+    if not paths:
+        raise DatasetError(f"{root}: no images (extensions {', '.join(io.IMAGE_EXTENSIONS)})")
+    return FaceList(kind=kind, source=str(root), paths=paths,
+                    names=[p.relative_to(root).as_posix() for p in paths], labels=[""] * len(paths),
+                    sha256=io.sha256_tree(root, paths), splits=ALL_SPLITS)
+
+
 def list_sample(kind: Kind, splits: Sequence[str] = ("train",), root: Path = SAMPLE_DIR) -> FaceList:
     """Rows of the embedded sample: ``hr`` = its HR crops, ``lr`` = its genuine-LR crops."""
     with open(root / "provenance.csv", newline="") as f:

@@ -9,7 +9,9 @@ import importlib
 from lrfacebench.methods.base import Batch, Method, MethodConfig, Stage
 
 METHODS: dict[str, str] = {
-    "bicubic": "lrfacebench.methods.bicubic:Bicubic",
+    "bicubic": "lrfacebench.methods.trivial:Bicubic",
+    "nearest": "lrfacebench.methods.trivial:Nearest",
+    "bicubic_noise": "lrfacebench.methods.trivial:BicubicNoise",
     "cr": "lrfacebench.methods.cr:CR",
     "vdsr": "lrfacebench.baselines.vdsr:VDSR",
     "srgan": "lrfacebench.baselines.srgan:SRGAN",
