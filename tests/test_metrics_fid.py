@@ -273,3 +273,55 @@ def test_bad_inputs_fail_clearly(folders, net, tmp_path):
     res = CliRunner().invoke(main, ["evaluate", "fid", str(empty), str(folders[1]), "--device", "cpu",
                                     "--no-cache"])
     assert res.exit_code == 1 and "no images" in res.output
+
+
+# ----- paired bootstrap (lrfacebench.metrics.bootstrap) on the real features above -------------------
+def test_bootstrap_fid_replicates_equal_fid_of_the_resampled_faces(features):
+    from lrfacebench.metrics import bootstrap
+
+    a, b = features
+    w = bootstrap.weights(a.n, 4, seed=3)
+    reps = bootstrap.fid_replicates(a.feats, b.feats, w)
+    stats_b = (b.feats.mean(axis=0), np.cov(b.feats, rowvar=False))
+    for r, counts in zip(reps, w):
+        drawn = a.feats[np.repeat(np.arange(a.n), counts.astype(int))]
+        expected = fid.frechet_distance((drawn.mean(axis=0), np.cov(drawn, rowvar=False)), stats_b, drawn)
+        assert r == pytest.approx(expected, rel=1e-6)
+    whole = bootstrap.fid_replicates(a.feats, b.feats, np.ones((1, a.n)))[0]
+    assert whole == pytest.approx(fid.frechet_distance(fid.statistics(a, use_cache=False), stats_b, a.feats),
+                                  rel=1e-6)
+
+
+def test_bootstrap_kid_replicates_are_the_unbiased_mmd_of_the_resampled_faces(features):
+    from lrfacebench.metrics import bootstrap
+
+    a, b = features
+    w = bootstrap.weights(a.n, 2, seed=1)
+    d = a.feats.shape[1]
+    for r, counts in zip(bootstrap.kid_replicates(a.feats, b.feats, w), w):
+        x = a.feats[np.repeat(np.arange(a.n), counts.astype(int))].astype(np.float64)
+        y = b.feats.astype(np.float64)
+        kxx, kyy, kxy = (x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3
+        n, m = len(x), len(y)
+        expected = ((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+                    - 2 * kxy.mean())
+        assert r == pytest.approx(expected, rel=1e-9)
+
+
+def test_paired_delta_separates_different_sets_and_not_a_set_from_itself(features):
+    from lrfacebench.metrics import bootstrap
+
+    a, b = features
+    half = a.n // 2  # two sets of 20 real faces each, both measured against b
+    w = bootstrap.weights(half, 300, seed=0)
+    ref = b.feats
+    same = bootstrap.fid_replicates(a.feats[:half], ref, w)
+    d = bootstrap.paired_delta(1.0, 1.0, same, same)
+    assert (d.value, d.low, d.high, d.significant) == (0.0, 0.0, 0.0, False)
+    # SR-like HR faces against bicubic up-sampled genuine LR, both measured against the HR faces
+    near = bootstrap.kid_replicates(a.feats[half:], a.feats[:half], w)
+    far = bootstrap.kid_replicates(b.feats[:half], a.feats[:half], w)
+    d = bootstrap.paired_delta(float(far.mean()), float(near.mean()), far, near)
+    assert d.significant and d.low > 0
+    with pytest.raises(ValueError, match="at least 2"):
+        bootstrap.weights(1)
