@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SOURCE_NAMES = ("pipa", "dukemtmc", "widerface", "celeba", "helen", "folder", "video", "sample", "degraded")
+SOURCE_NAMES = ("pipa", "dukemtmc", "widerface", "celeba", "helen", "folder", "video", "sample", "degraded",
+                "degraded_scenes")
 # What a build writes into --out; --overwrite removes only these.
 OUTPUTS = ("plan.json", "shards", "crops", "lr16", "hr64", "rejected", "review", "manifest.csv",
            "rejected.csv", "unreadable.csv", "stats.json", "DATASET_CARD.md", "size_histogram.png")
@@ -63,7 +64,7 @@ def resolve_config(source: str, config_file: Path | None = None, overrides: Sequ
     if seed is not None:
         name = cfg.source.get("name", cfg.name)
         if "seed" not in {f.name for f in dataclasses.fields(get_source(name).Options)}:
-            raise ValueError(f"--seed: source {name!r} draws nothing at random and has no seed (degraded has one)")
+            raise ValueError(f"--seed: source {name!r} draws nothing at random and has no seed (degraded and degraded_scenes have one)")
         cfg.source["seed"] = seed
     cfg.reader_options()  # validate the [source] table now, with the reader's own error messages
     return cfg
@@ -259,7 +260,8 @@ def build_dataset_command(source: str, root: Path | None, out: Path, workers: in
     tiny-face detector), celeba, helen (64x64 HR + 16x16 LR = DS(HR) pairs), folder, video
     (any images or videos), sample (the embedded sample; no --root needed), degraded (HR
     faces of any folder, a built paired set or the sample + a seeded real-world degradation
-    chain as LR, parameters per face in the manifest).
+    chain as LR, parameters per face in the manifest), degraded_scenes (photos shrunk until
+    their faces are 8-16 px and JPEG-stored, faces detected there, HR cut from the original).
     Settings come from the recipe pipelines/SOURCE.toml, then --config, then -o KEY=VALUE.
 
     \b

@@ -15,7 +15,8 @@ from typing import Any
 
 import click
 
-from lrfacebench.data.sources import lr_rule
+from lrfacebench.data.sources import rule as source_rule
+from lrfacebench.data.sources.base import SceneRule
 
 MARKERS = ("composition", "collection")
 FIELDS = {
@@ -94,7 +95,7 @@ def composition(stats: dict[str, Any]) -> str:
     if s:
         rows.append(("average face size (px)",
                      f"min {s['min']}, median {s['median']}, mean {s['mean']}, max {s['max']}"))
-    rule = lr_rule(stats["source"])
+    rule = source_rule(stats["source"])
     hr = ", `hr64/`" if stats["kind"] == "paired" else ""
     out = ["## Composition", "", "*Generated from `stats.json` of this build.*", "", "| | |", "|---|---|"]
     out += [f"| {k} | {v} |" for k, v in rows]
@@ -115,8 +116,10 @@ def collection(stats: dict[str, Any]) -> str:
            f"- Source reader `{stats['source']}` with options `{_inline(cfg['source'])}`; "
            f"{c['items']:,} items planned in {stats['shards']:,} shards, {c['items_unreadable']:,} unreadable, "
            f"{c['annotation_problems']:,} annotation problems, {c['unreadable_rows']:,} rows in `unreadable.csv`."]
-    if stats["kind"] == "paired":
-        rule = lr_rule(stats["source"])
+    rule = source_rule(stats["source"])
+    if isinstance(rule, SceneRule):
+        out.append(f"- Paired faces from shrunk photos: {rule.text}")
+    if stats["kind"] == "paired" and not isinstance(rule, SceneRule):
         lr = rule.text if rule else (f"LR = `degrade.downsample` (DS, x{b['hr_size'] // b['lr_size']}) of the "
                                      "quantised HR, quantised with `degrade.to_uint8`.")
         out.append(f"- Paired faces: the fixed crop of the source options above, resized to "

@@ -19,7 +19,9 @@ idea); with probability ``shuffle_prob`` a pass draws its blur, resize and noise
 
 :func:`sample` draws a face's parameters from a :class:`Chain` of ranges with a numpy
 ``Generator``; :func:`apply` is a pure function of (HR, parameters) -- the noise carries its own
-seed -- so the parameters stored in a manifest reproduce the LR exactly.
+seed -- so the parameters stored in a manifest reproduce the LR exactly. :func:`resize` and
+:func:`jpeg` are the chain's resampling and JPEG steps on whole RGB uint8 images (used by the
+``degraded_scenes`` source on photos).
 """
 from __future__ import annotations
 
@@ -246,10 +248,20 @@ def _noise(x: np.ndarray, n: dict[str, Any]) -> np.ndarray:
 
 
 def _jpeg(x: np.ndarray, quality: int) -> np.ndarray:
-    """PIL JPEG round trip (4:2:0 chroma) of float ``(H,W,3)``, quantised first; back in [0,1]."""
+    """:func:`jpeg` of float ``(H,W,3)`` in [0,1], quantised first; back in [0,1]."""
+    return jpeg(_quantise(x), quality).astype(np.float64) / 255.0
+
+
+def jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
+    """PIL JPEG round trip (quality 1-100, 4:2:0 chroma) of RGB uint8 ``(H,W,3)`` -> RGB uint8."""
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(_quantise(x)).save(buf, format="JPEG", quality=int(quality), subsampling="4:2:0")
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=int(quality), subsampling="4:2:0")
     with Image.open(buf) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0
+        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+
+
+def resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``degrade.imresize`` (bicubic, antialiased) of RGB uint8 ``(H,W,3)`` to ``size=(h,w)``, uint8."""
+    return _quantise(_hwc(imresize(_chw(rgb.astype(np.float64) / 255.0), size)))

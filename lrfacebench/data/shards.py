@@ -37,8 +37,9 @@ from lrfacebench.data.detect import (Detection, DetectorConfig, evaluate_on_anno
                                      match_greedy)
 from lrfacebench.data.filters import (Candidate, FilterConfig, crop_face, crop_rect, filter_candidates,
                                       near_duplicates, quality_filter)
-from lrfacebench.data.sources import get_source, lr_rule
-from lrfacebench.data.sources.base import Annot, Item, Problem, best_annot
+from lrfacebench.data.sources import get_source
+from lrfacebench.data.sources import rule as source_rule
+from lrfacebench.data.sources.base import Annot, Item, LrRule, Problem, SceneRule, Shrunk, best_annot
 from lrfacebench.io import (UnreadableImage, atomic_path, read_rgb, sha256_bytes, sha256_file, sha256_json,
                             write_json)
 
@@ -196,8 +197,8 @@ class _Face:
     whole: bool = False  # the image itself is the face (pre-cropped genuine-LR faces)
     reason: str | None = None
     hr: np.ndarray | None = None  # paired sets: the 64x64 HR face
-    lr: np.ndarray | None = None  # paired sets with an LR rule: the 16x16 LR face (else DS(hr))
-    columns: dict[str, Any] = field(default_factory=dict)  # the LR rule's extra manifest cells
+    lr: np.ndarray | None = None  # paired sets with a source rule: the 16x16 LR face (else DS(hr))
+    columns: dict[str, Any] = field(default_factory=dict)  # the source rule's extra manifest cells
 
 
 class _ShardWorker:
@@ -212,12 +213,13 @@ class _ShardWorker:
         self.timings: Counter[str] = Counter()
         self.evals: dict[str, Counter[str]] = defaultdict(Counter)
         self._video: tuple[str, Any] | None = None
-        self.lr_rule = lr_rule(cfg.source.get("name", cfg.name))
-        self.reader_options = cfg.reader_options() if self.lr_rule else None
+        self.rule = source_rule(cfg.source.get("name", cfg.name))
+        self.reader_options = cfg.reader_options() if self.rule else None
+        self._scenes: dict[str, tuple[np.ndarray, Shrunk]] = {}  # scene items: original photo, shrunk one
 
     def run(self, items: list[Item], progress: Callable[[int], None] | None) -> dict[str, Any]:
         t0 = time.perf_counter()
-        if any(it.mode in ("detect", "roi") for it in items):
+        if any(it.mode in ("detect", "roi", "scene") for it in items):
             _detector(self.cfg.detector)  # a missing weight file or device stops the build here, clearly
         step = max(1, self.cfg.detector.batch_size)
         for i in range(0, len(items), step):
@@ -276,6 +278,8 @@ class _ShardWorker:
                 self.counts["items_unreadable"] += 1
                 self._problem(item, str(e))
                 continue
+            if item.mode == "scene" and (image := self._shrink(item, image)) is None:
+                continue
             loaded.append((item, image, self._valid_annots(item, image)))
         self.timings["read_s"] += time.perf_counter() - t
         t = time.perf_counter()
@@ -289,6 +293,9 @@ class _ShardWorker:
             try:
                 if item.mode == "paired":
                     self._paired(item, image, annots)
+                    continue
+                if item.mode == "scene":
+                    self._scene(item, image, found)
                     continue
                 self._candidates(item, image, annots, found)
                 if any(a.is_face for a in annots) and item.mode in ("detect", "roi"):
@@ -316,7 +323,7 @@ class _ShardWorker:
 
     def _detect(self, loaded: list[tuple[Item, np.ndarray, tuple[Annot, ...]]]) -> list[list[Detection]]:
         out: list[list[Detection]] = [[] for _ in loaded]
-        whole = [i for i, (it, _, _) in enumerate(loaded) if it.mode == "detect"]
+        whole = [i for i, (it, _, _) in enumerate(loaded) if it.mode in ("detect", "scene")]
         if whole:
             found = _detector(self.cfg.detector).detect_many([loaded[i][1] for i in whole])
             for i, f in zip(whole, found):
@@ -359,10 +366,50 @@ class _ShardWorker:
         crop = _padded_crop(image, box)
         b = self.cfg.build
         hr = _resize(crop, b.hr_size)
-        lr, columns = (self.lr_rule.make(hr, item, self.reader_options, b.lr_size) if self.lr_rule
+        lr, columns = (self.rule.make(hr, item, self.reader_options, b.lr_size) if isinstance(self.rule, LrRule)
                        else (None, {}))
         self.faces.append(_Face(item, Detection(box, math.nan, None), crop, (w, h), item.identity,
                                 reason=None, hr=hr, lr=lr, columns=columns))
+
+    def _shrink(self, item: Item, photo: np.ndarray) -> np.ndarray | None:
+        """The source's :class:`SceneRule` shrinks ``photo`` (kept for the HR crops); ``None`` when
+        the rule skips it or fails (reported in ``unreadable.csv``)."""
+        import dataclasses
+
+        assert isinstance(self.rule, SceneRule), "scene items need a source with a SceneRule"
+        native = dataclasses.replace(self.cfg.detector, scales=(1.0,))
+        try:
+            shrunk = self.rule.shrink(photo, item, self.reader_options, lambda im: _detector(native).detect(im))
+        except Exception as e:  # noqa: BLE001 -- reported, counted, logged; the build goes on
+            log.exception("shrinking failed on %s", item.source)
+            shrunk = f"shrinking failed: {type(e).__name__}: {e}"
+        if isinstance(shrunk, str):
+            self.counts["scenes_skipped"] += 1
+            self._problem(item, shrunk)
+            return None
+        self._scenes[item.source] = (photo, shrunk)
+        return shrunk.image
+
+    def _scene(self, item: Item, small: np.ndarray, found: list[Detection]) -> None:
+        """Faces detected in a shrunk photo, filtered like genuine-LR faces later on, each paired
+        with the same box cut from the original photo (HR, ``_padded_crop`` resized to hr_size);
+        LR = the crop resized to lr_size (the genuine-LR rule). A face smaller than the rule's
+        ``min_hr`` in the original is rejected as ``hr_too_small``."""
+        photo, shrunk = self._scenes.pop(item.source)
+        b = self.cfg.build
+        sx, sy = shrunk.scale
+        first = len(self.faces)
+        self._candidates(item, small, (), found)
+        for face in self.faces[first:]:
+            x1, y1, x2, y2 = face.detection.box
+            box = (x1 / sx, y1 / sy, x2 / sx, y2 / sy)
+            size = (box[2] - box[0] + box[3] - box[1]) / 2
+            face.hr = _resize(_padded_crop(photo, box), b.hr_size)
+            face.lr = _resize(face.crop, b.lr_size)
+            face.columns = {**shrunk.values, **dict(zip(("hr_x1", "hr_y1", "hr_x2", "hr_y2"),
+                                                        (round(v, 2) for v in box))), "hr_size": round(size, 2)}
+            if face.reason is None and size < shrunk.min_hr:
+                face.reason = "hr_too_small"
 
     def _evaluate(self, image: np.ndarray, annots: tuple[Annot, ...], found: list[Detection]) -> None:
         """Detector recall/precision on the item's annotated faces: at native size (this build's
@@ -415,12 +462,12 @@ class _ShardWorker:
         """Filter reasons per face: reader rejections first, the configured filters for the rest.
 
         Pre-cropped faces (the image is the face) skip the border check, which would always fire.
-        Paired HR faces are not filtered (their crop rule is fixed).
+        Faces of paired items are not filtered (their crop rule is fixed).
         """
         reasons: list[str | None] = [f.reason for f in self.faces]
         groups = {False: self.cfg.filters, True: _without_border(self.cfg.filters)}
         for whole, fcfg in groups.items():
-            idx = [i for i, f in enumerate(self.faces) if f.reason is None and f.hr is None and f.whole == whole]
+            idx = [i for i, f in enumerate(self.faces) if f.reason is None and f.item.mode != "paired" and f.whole == whole]
             if not idx:
                 continue
             faces = [self.faces[i] for i in idx]
@@ -735,8 +782,8 @@ def merge(out: Path, plan: Plan, cfg: BuildConfig, plan_hash: str, exclusions: E
 
 
 def manifest_columns(source: str) -> tuple[str, ...]:
-    """:data:`MANIFEST_COLUMNS`, then the extra columns of the source's LR rule (if any)."""
-    rule = lr_rule(source)
+    """:data:`MANIFEST_COLUMNS`, then the extra columns of the source's rule (if any)."""
+    rule = source_rule(source)
     return MANIFEST_COLUMNS + (tuple(rule.columns) if rule else ())
 
 

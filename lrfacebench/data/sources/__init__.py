@@ -2,9 +2,11 @@
 
 Each reader module defines ``KIND`` (``"genuine"`` LR faces found in photos/frames, or
 ``"paired"`` HR/LR sets), an ``Options`` dataclass (the ``[source]`` table of a recipe) and
-``scan(root, options) -> Scan``. A paired reader may also define ``LR_RULE``
-(:class:`~lrfacebench.data.sources.base.LrRule`): its LR faces are then made by that rule, with
-extra manifest columns, instead of ``DS(HR)``. Modules are imported only when used.
+``scan(root, options) -> Scan``. A paired reader may also define ``RULE``: an
+:class:`~lrfacebench.data.sources.base.LrRule` (its LR faces are made by that rule instead of
+``DS(HR)``) or a :class:`~lrfacebench.data.sources.base.SceneRule` (its ``scene`` items are
+shrunk photos whose detected faces are paired with HR from the original), either with extra
+manifest columns. Modules are imported only when used.
 """
 from __future__ import annotations
 
@@ -13,12 +15,12 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from lrfacebench.data.sources.base import LrRule
+    from lrfacebench.data.sources.base import LrRule, SceneRule
 
 SOURCES: dict[str, str] = {
     name: f"lrfacebench.data.sources.{name}"
     for name in ("pipa", "dukemtmc", "widerface", "celeba", "helen", "folder", "video", "sample",
-                 "degraded")
+                 "degraded", "degraded_scenes")
 }
 
 
@@ -29,6 +31,6 @@ def get_source(name: str) -> ModuleType:
     return importlib.import_module(SOURCES[name])
 
 
-def lr_rule(name: str) -> "LrRule | None":
-    """The ``LR_RULE`` of source ``name``, or ``None`` for ``DS(HR)`` (and genuine-LR sources)."""
-    return getattr(get_source(name), "LR_RULE", None)
+def rule(name: str) -> "LrRule | SceneRule | None":
+    """The ``RULE`` of source ``name``, or ``None`` (paired sets: LR = ``DS(HR)``)."""
+    return getattr(get_source(name), "RULE", None)

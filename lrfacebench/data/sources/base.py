@@ -60,7 +60,8 @@ class Item:
     ``source``: file path relative to ``--root`` (posix; the manifest's ``source``).
     ``frame``/``time_s``: video frame index and time (``None`` for photos).
     ``mode``: ``detect`` (detect in the whole image), ``roi`` (detect in the annots' ROIs),
-    ``gt`` (the annots are the face boxes), ``paired`` (``annots[0].box`` is the HR crop square).
+    ``gt`` (the annots are the face boxes), ``paired`` (``annots[0].box`` is the HR crop square),
+    ``scene`` (a photo shrunk by the reader's :class:`SceneRule`, then searched whole).
     ``split``/``identity``: defaults for every face of the item.
     """
 
@@ -100,7 +101,7 @@ class Scan:
 
 @dataclass(frozen=True)
 class LrRule:
-    """How a paired reader makes its LR faces instead of ``DS(HR)``: its module's ``LR_RULE``.
+    """How a paired reader makes its LR faces instead of ``DS(HR)`` (its module's ``RULE``).
 
     ``make(hr, item, options, size) -> (lr, values)``: ``hr`` is the quantised HR face
     ``(S,S,3)`` uint8 (S = ``build.hr_size``), ``options`` the reader's ``Options``, ``lr`` the
@@ -110,6 +111,36 @@ class LrRule:
     """
 
     make: Callable[[Any, Item, Any, int], tuple[Any, dict[str, Any]]]
+    columns: dict[str, str]
+    text: str
+
+
+@dataclass(frozen=True)
+class Shrunk:
+    """A photo made small by a :class:`SceneRule`: ``image`` ``(h,w,3)`` uint8, ``scale`` = (sx, sy)
+    small px per original px, the photo's manifest cells ``values``, and ``min_hr``: the smallest
+    average face size (original px) kept as HR."""
+
+    image: Any
+    scale: tuple[float, float]
+    values: dict[str, Any]
+    min_hr: float
+
+
+@dataclass(frozen=True)
+class SceneRule:
+    """How a reader of ``scene`` items makes genuine-looking LR faces with HR ground truth (its
+    module's ``RULE``): each photo is shrunk, faces are detected and filtered in the small photo
+    like any genuine-LR face, and each is paired with the same box cut from the original photo.
+
+    ``shrink(image, item, options, detect_native) -> Shrunk | str``: ``image`` the original RGB
+    uint8 photo, ``detect_native(image)`` the builder's detector at native scale (for a rule
+    that sizes the shrink by the faces it finds); a string says why the photo is skipped.
+    ``columns``/``text``: as for :class:`LrRule` (face cells: the photo's ``values`` plus
+    ``hr_size``, the face's average size in original px).
+    """
+
+    shrink: Callable[[Any, Item, Any, Callable[[Any], list[Any]]], "Shrunk | str"]
     columns: dict[str, str]
     text: str
 

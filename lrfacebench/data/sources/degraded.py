@@ -113,7 +113,7 @@ def degrade(hr: np.ndarray, item: Item, opts: Options, size: int) -> tuple[np.nd
     return degradations.apply(hr, params, size), values
 
 
-LR_RULE = LrRule(
+RULE = LrRule(
     make=degrade,
     columns={"passes": "degradation passes applied (1 or 2)",
              "source_size": "face size (px) before the final resize to 16x16 (the last pass's resize)",
