@@ -180,3 +180,33 @@ def test_sample_covers_the_chain_and_bad_ranges_are_refused(tmp_path):
     res = cli("build-dataset", "celeba", "--root", str(tmp_path), "--out", str(tmp_path / "o"), "--seed", "1",
               ok=False)
     assert "has no seed" in res.output
+
+
+def test_scenes_variant_pairs_detected_lr_with_hr_from_the_original_photo(tmp_path, sample_dir):
+    from lrfacebench.data.detect import box_iou, read_dlib_xml
+    from lrfacebench.data.filters import crop_rect
+
+    name = "2008_002079.jpg"
+    (tmp_path / "photos").mkdir()
+    shutil.copy(sample_dir / "scenes" / "dlib_faces" / name, tmp_path / "photos" / name)
+    out = tmp_path / "out"
+    cli("build-dataset", "degraded_scenes", "--root", str(tmp_path / "photos"), "--out", str(out),
+        "--device", "cpu", "-o", "detector.scales=[2.0]")
+    with open(out / "manifest.csv", newline="") as f:
+        rs = list(csv.DictReader(f))
+    assert rs, "no pair kept"
+    photo = read_rgb(tmp_path / "photos" / name)
+    gt = read_dlib_xml(sample_dir / "scenes" / "dlib_faces" / "training.xml")[name]
+    for r in rs:
+        assert float(r["shrink"]) < 0.5 and float(r["hr_size"]) >= 32
+        assert 6 <= (float(r["width"]) + float(r["height"])) / 2 <= 16  # found small in the shrunk photo
+        crop = read_rgb(out / r["crop"])
+        assert max(crop.shape[:2]) <= 17
+        np.testing.assert_array_equal(read_rgb(out / r["lr16"]), u8(imresize(t(crop), (16, 16))))
+        hr_box = np.array([[float(r[k]) for k in ("hr_x1", "hr_y1", "hr_x2", "hr_y2")]])
+        assert box_iou(hr_box, gt).max() > 0.3  # the HR box is an annotated face of the original
+        x0, y0, x1, y1 = crop_rect(tuple(hr_box[0]))
+        assert x0 >= 0 and y0 >= 0 and x1 <= photo.shape[1] and y1 <= photo.shape[0]
+        np.testing.assert_array_equal(read_rgb(out / r["hr64"]), u8(imresize(t(photo[y0:y1, x0:x1]), (64, 64))))
+    hr, lr = list_dataset(out, "hr", ("test",)), list_dataset(out, "lr", ("test",))
+    assert hr.names == lr.names == [r["face_id"] for r in rs]
