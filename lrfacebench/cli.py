@@ -15,7 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "methods": ("lrfacebench.train:methods_command", "List every method with its presets and variants."),
     "train": ("lrfacebench.train:train_command", "Train CR or a baseline into a run directory."),
     "sr": ("lrfacebench.sr:sr_command", "Super-resolve face images with a trained run or weights."),
-    "evaluate": ("lrfacebench.metrics.cli:evaluate_group", "Compute one metric: fid, kid, psnr-ssim, rank1."),
+    "evaluate": ("lrfacebench.metrics.cli:evaluate_group", "Compute one metric: fid, kid, psnr-ssim, identity, rank1."),
     "benchmark": ("lrfacebench.bench.cli:benchmark_command",
                   "Run every method on every test set and write Tables 1-7 and the complexity table."),
     "leaderboard": ("lrfacebench.bench.cli:leaderboard_group", "Merge and render leaderboards."),

@@ -107,6 +107,24 @@ def test_protocol_command_writes_deltas_intervals_and_sanity_rows(tmp_path, samp
     assert "tiny: N=16 against reference (N=12) — small N" in md
     assert "Δ -" in md and "* marks an interval that excludes 0" in md
 
+    # `lrfb evaluate identity` with the benchmark's recogniser: HR against itself is 1; swapping
+    # two faces lowers exactly those two faces' cosines
+    (recognizer,) = [p for p in (out / "runs").iterdir() if p.name.startswith("cr-")]
+    hr = tmp_path / "deg" / "hr64"
+    swapped = tmp_path / "swapped"
+    shutil.copytree(hr, swapped)
+    a, b = sorted(swapped.glob("*.png"))[:2]
+    a_bytes = a.read_bytes()
+    a.write_bytes(b.read_bytes())
+    b.write_bytes(a_bytes)
+    for sr_dir, check in ((hr, lambda faces: all(abs(c - 1) < 1e-5 for c in faces.values())),
+                          (swapped, lambda faces: sum(c < 0.9999 for c in faces.values()) == 2)):
+        res = runner.invoke(main, ["evaluate", "identity", str(sr_dir), str(hr), "--recognizer", str(recognizer),
+                                   "--device", "cpu", "--json", str(tmp_path / "id.json")])
+        assert res.exit_code == 0, res.output
+        (result,) = io.read_json(tmp_path / "id.json")["results"]
+        assert result["n_images"] == 12 and check(result["per_face"]), result["per_face"]
+
 
 def test_leaderboard_reads_old_files_renders_significance_and_merges_deltas(tmp_path):
     old = tmp_path / "old.csv"

@@ -1,4 +1,4 @@
-"""``lrfb evaluate fid|kid|psnr-ssim|rank1``: one metric on folders of images.
+"""``lrfb evaluate fid|kid|psnr-ssim|identity|rank1``: one metric on folders of images.
 
 Each command prints its value(s) and, with ``--json PATH``, writes the result rows with their
 protocol fields (metric, value, std, n_images, protocol, higher_is_better) and the environment.
@@ -43,13 +43,14 @@ def _fail_clearly(fn: Callable) -> Callable:
 
 @click.group("evaluate", context_settings=_CTX)
 def evaluate_group() -> None:
-    """Compute one metric on folders of images: fid, kid, psnr-ssim, rank1.
+    """Compute one metric on folders of images: fid, kid, psnr-ssim, identity, rank1.
 
     \b
     Examples:
       lrfb evaluate fid sr/lr-pipa ref/celeba-test
       lrfb evaluate kid sr/lr-pipa ref/celeba-test --json kid.json
       lrfb evaluate psnr-ssim sr/helen helen/hr --crop-border 4
+      lrfb evaluate identity sr/degraded degraded/hr64 --recognizer runs/centreface
       lrfb evaluate rank1 sr/lr-pipa --identities lr-pipa/manifest.csv --recognizer runs/cr
     """
 
@@ -154,6 +155,56 @@ def psnr_ssim_command(sr_dir: Path, hr_dir: Path, crop_border: int, json_path: P
         click.echo(f"{m:>8} {r.mean(m):.4f} ± {r.std(m):.4f}")
     click.echo(f"(N={r.n_images}, crop_border={crop_border})")
     _write(json_path, r.rows(), "cpu")
+
+
+@evaluate_group.command("identity", context_settings=_CTX)
+@click.argument("sr_dir", type=_DIR)
+@click.argument("hr_dir", type=_DIR)
+@click.option("--recognizer", required=True, metavar="RUN[:NET]",
+              help="Trained run (directory or checkpoint) and its recognition net, one that the evaluated "
+                   "method did not train against.  [NET default: phi_fr]")
+@click.option("--bootstrap", default=1000, show_default=True, type=click.IntRange(min=100),
+              help="Bootstrap resamples over faces for the 95 % interval of the mean.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the result (with the per-face cosines) to this JSON file.")
+@_fail_clearly
+def identity_command(sr_dir: Path, hr_dir: Path, recognizer: str, bootstrap: int, seed: int, device: str,
+                     json_path: Path | None) -> None:
+    """Identity similarity of each SR face in SR_DIR to the HR face of the same name in HR_DIR.
+
+    Cosine of the recogniser's features (embed(x) + embed(flip(x)), L2-normalised) of SR and HR;
+    faces of another size than 64x64 are resized (bicubic). Mean over faces and its 95 %
+    bootstrap interval.
+
+    Example: lrfb evaluate identity sr/degraded lrfb-data/degraded/hr64 --recognizer runs/cr:phi_fr
+    """
+    import numpy as np
+    import torch
+
+    from lrfacebench.degrade import imresize
+    from lrfacebench.metrics import bootstrap as boot
+    from lrfacebench.metrics.identity import identity_cosine
+    from lrfacebench.metrics.psnr_ssim import read_pairs
+    from lrfacebench.metrics.recognition import recognizer_embed
+
+    pairs = read_pairs(sr_dir, hr_dir)
+
+    def stack(images: list) -> torch.Tensor:
+        x = [torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255 for a in images]
+        return torch.cat([t if t.shape[-2:] == (64, 64) else imresize(t, (64, 64)).clamp(0, 1) for t in x])
+
+    cos = identity_cosine(recognizer_embed(recognizer, device), stack([p[1] for p in pairs]),
+                          stack([p[2] for p in pairs]))
+    reps = boot.mean_replicates(cos, boot.weights(len(cos), bootstrap, seed))
+    low, high = np.quantile(reps, [0.025, 0.975])
+    click.echo(f"identity cosine {cos.mean():.4f} [95 % interval {low:.4f}, {high:.4f}] (N={len(cos)}, "
+               f"recognizer {recognizer})")
+    _write(json_path, [{"metric": "identity_cos", "value": float(cos.mean()), "ci_low": float(low),
+                        "ci_high": float(high), "n_images": len(cos), "higher_is_better": True,
+                        "recognizer": recognizer, "per_face": dict(zip([p[0] for p in pairs], cos.tolist()))}],
+           device)
 
 
 @evaluate_group.command("rank1", context_settings=_CTX)

@@ -149,8 +149,9 @@ def _by_stem(folder: Path) -> dict[str, Path]:
     return out
 
 
-def evaluate_folders(sr_dir: str | Path, hr_dir: str | Path, crop_border: int = 0) -> PSNRSSIMResult:
-    """Measure every SR image against the HR image of the same name (extension may differ).
+def read_pairs(sr_dir: str | Path, hr_dir: str | Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """``(name, sr, hr)`` RGB uint8 ``(H,W,3)`` for every SR image and the HR image of the same
+    name (relative path without extension; the extension may differ), sorted by name.
 
     Raises ``ValueError`` naming the files when the two folders do not hold the same names,
     when an image cannot be read, or when a pair differs in size.
@@ -161,7 +162,7 @@ def evaluate_folders(sr_dir: str | Path, hr_dir: str | Path, crop_border: int = 
         if missing:
             raise ValueError(f"{len(missing)} image(s) of {other} have no counterpart in {where}: "
                              f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
-    rows = []
+    pairs = []
     for key in sorted(sr):
         try:
             a, b = io.read_rgb(sr[key]), io.read_rgb(hr[key])
@@ -170,5 +171,11 @@ def evaluate_folders(sr_dir: str | Path, hr_dir: str | Path, crop_border: int = 
         if a.shape != b.shape:
             raise ValueError(f"{key}: size mismatch, SR {a.shape[1]}x{a.shape[0]} vs "
                              f"HR {b.shape[1]}x{b.shape[0]}")
-        rows.append({"name": key, **measure(a, b, crop_border)})
-    return PSNRSSIMResult(rows, crop_border)
+        pairs.append((key, a, b))
+    return pairs
+
+
+def evaluate_folders(sr_dir: str | Path, hr_dir: str | Path, crop_border: int = 0) -> PSNRSSIMResult:
+    """Measure every SR image against the HR image of the same name (see :func:`read_pairs`)."""
+    return PSNRSSIMResult([{"name": key, **measure(a, b, crop_border)} for key, a, b in read_pairs(sr_dir, hr_dir)],
+                          crop_border)
