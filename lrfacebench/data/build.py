@@ -41,7 +41,8 @@ def load_recipe(name: str) -> dict[str, Any]:
 
 
 def resolve_config(source: str, config_file: Path | None = None, overrides: Sequence[str] = (),
-                   limit: int | None = None, device: str | None = None, seed: int | None = None) -> "BuildConfig":
+                   limit: int | None = None, device: str | None = None,
+                   seed: int | None = None) -> "BuildConfig":
     """Recipe of ``source`` <- ``--config`` file <- ``-o key=value`` <- ``--limit``/``--device``/``--seed``.
 
     ``seed`` sets ``source.seed``; a source without one (no randomness) is a ``ValueError``.
@@ -64,7 +65,8 @@ def resolve_config(source: str, config_file: Path | None = None, overrides: Sequ
     if seed is not None:
         name = cfg.source.get("name", cfg.name)
         if "seed" not in {f.name for f in dataclasses.fields(get_source(name).Options)}:
-            raise ValueError(f"--seed: source {name!r} draws nothing at random and has no seed (degraded and degraded_scenes have one)")
+            raise ValueError(f"--seed: source {name!r} draws nothing at random and has no seed "
+                             "(degraded and degraded_scenes have one)")
         cfg.source["seed"] = seed
     cfg.reader_options()  # validate the [source] table now, with the reader's own error messages
     return cfg

@@ -467,7 +467,8 @@ class _ShardWorker:
         reasons: list[str | None] = [f.reason for f in self.faces]
         groups = {False: self.cfg.filters, True: _without_border(self.cfg.filters)}
         for whole, fcfg in groups.items():
-            idx = [i for i, f in enumerate(self.faces) if f.reason is None and f.item.mode != "paired" and f.whole == whole]
+            idx = [i for i, f in enumerate(self.faces)
+                   if f.reason is None and f.item.mode != "paired" and f.whole == whole]
             if not idx:
                 continue
             faces = [self.faces[i] for i in idx]

@@ -105,7 +105,8 @@ def degrade(hr: np.ndarray, item: Item, opts: Options, size: int) -> tuple[np.nd
     """The face's LR ``(size,size,3)`` uint8 from its HR ``(64,64,3)`` uint8, and its manifest cells."""
     from lrfacebench.data.faces import derive_seed
 
-    params = degradations.sample(np.random.default_rng(derive_seed(opts.seed, "degraded", item.source)), opts.chain)
+    rng = np.random.default_rng(derive_seed(opts.seed, "degraded", item.source))
+    params = degradations.sample(rng, opts.chain)
     last = params["passes"][-1]
     values = {"passes": len(params["passes"]), "source_size": last["resize"]["size"],
               "jpeg_quality": last["jpeg"]["quality"] if "jpeg" in last else "",

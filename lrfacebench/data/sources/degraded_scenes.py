@@ -97,7 +97,8 @@ def shrink(photo: np.ndarray, item: Item, opts: Options,
 RULE = SceneRule(
     shrink=shrink,
     columns={"shrink": "factor the photo was shrunk by before detection",
-             "native_face_size": "median face size (px) found at native scale that sized the shrink (empty: fixed)",
+             "native_face_size": "median face size (px) found at native scale that sized the shrink "
+                                 "(empty: fixed shrink)",
              "target_face_size": "face size (px) the shrink aimed at",
              "jpeg_quality": "JPEG quality the shrunk photo was stored at",
              "hr_x1": "HR box in original photo pixels (hr_x1, hr_y1, hr_x2, hr_y2; the square of "
