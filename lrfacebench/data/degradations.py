@@ -127,13 +127,14 @@ def _sample_pass(rng: np.random.Generator, p: Pass, shuffle_prob: float) -> dict
     if rng.random() < p.blur_prob:
         w = np.asarray(p.blur_kind_probs, dtype=np.float64)
         kind = BLUR_KINDS[int(rng.choice(len(BLUR_KINDS), p=w / w.sum()))]
-        angle = _uniform(rng, (-math.pi, math.pi))
+        turn = (-math.pi, math.pi)
         if kind == "iso":
-            out["blur"] = {"kind": kind, "sigma": _uniform(rng, p.sigma)}
+            blur: dict[str, Any] = {"sigma": _uniform(rng, p.sigma)}
         elif kind == "aniso":
-            out["blur"] = {"kind": kind, "sigma": [_uniform(rng, p.sigma), _uniform(rng, p.sigma)], "angle": angle}
+            blur = {"sigma": [_uniform(rng, p.sigma), _uniform(rng, p.sigma)], "angle": _uniform(rng, turn)}
         else:
-            out["blur"] = {"kind": kind, "length": _uniform(rng, p.motion_length), "angle": angle}
+            blur = {"length": _uniform(rng, p.motion_length), "angle": _uniform(rng, turn)}
+        out["blur"] = {"kind": kind, **blur}
     out["resize"] = {"size": int(rng.integers(p.source_size[0], p.source_size[1] + 1)),
                      "kernel": p.resize_kernels[int(rng.integers(len(p.resize_kernels)))]}
     if rng.random() < p.noise_prob:
