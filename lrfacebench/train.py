@@ -52,6 +52,7 @@ CHECKPOINTS = "checkpoints"
 _CKPT_RE = re.compile(r"^(\d{2})_(.+)_(\d{8}|done)\.pt$")
 PRESETS = ("paper", "cpu", "smoke")
 SAMPLE = "@sample"  # --hr/--lr value naming the embedded sample's faces
+PROBE_FACES = 64  # faces Method.probe measures at sample intervals (each of genuine and artificial)
 
 
 @dataclass
@@ -683,18 +684,26 @@ class Trainer:
         return out
 
     def _fixed_faces(self, sets: dict[str, "FaceSet"], n: int, device: "torch.device") -> dict[str, Any]:
-        """The faces shown in every sample grid: evenly spaced genuine LR (else DS of HR)."""
+        """The faces shown in every sample grid: evenly spaced genuine LR (else DS of HR); and the
+        faces :meth:`Method.probe` measures: up to ``PROBE_FACES`` genuine and quantised DS(HR)."""
         import torch
 
         from lrfacebench.degrade import downsample
 
+        from lrfacebench.degrade import to_uint8
+
+        def spaced(fs: "FaceSet", k: int) -> "torch.Tensor":
+            idx = torch.linspace(0, len(fs) - 1, min(k, len(fs))).round().long()
+            return fs.images[idx].float().div(255).to(device)
+
+        probes = {"genuine": spaced(sets["lr"], PROBE_FACES) if "lr" in sets else None,
+                  "artificial": (to_uint8(downsample(spaced(sets["hr"], PROBE_FACES))).float() / 255
+                                 if "hr" in sets else None)}
         key = "lr" if "lr" in sets else "hr"
-        fs = sets[key]
-        idx = torch.linspace(0, len(fs) - 1, min(n, len(fs))).round().long()
-        x = fs.images[idx].float().div(255).to(device)
+        x = spaced(sets[key], n)
         if key == "lr":
-            return {"lr": x, "artificial": False, "hr": None}
-        return {"lr": downsample(x), "artificial": True, "hr": x}
+            return {"lr": x, "artificial": False, "hr": None, "probes": probes}
+        return {"lr": downsample(x), "artificial": True, "hr": x, "probes": probes}
 
     def _restore(self, method: "Method", stages: list["Stage"], device: "torch.device", ctx: Any,
                  seed: int) -> tuple[int | None, int, float]:
@@ -790,6 +799,10 @@ class Trainer:
             final = done == stage.iterations
             if ctx.is_main and (done % engine.sample_every == 0 or final):
                 self._write_grid(method, f"{si:02d}_{stage.name}_{done:08d}.png")
+                with inference_mode(method):
+                    probes = method.probe(self._fixed["probes"]["genuine"], self._fixed["probes"]["artificial"])
+                if probes:
+                    metrics.write(stage.name, done, probes, elapsed + time.perf_counter() - t0)
             if final or done % engine.checkpoint_every == 0:
                 self._checkpoint(method, stage_index=si, stage=stage, step=done, done=final,
                                  time_s=elapsed + time.perf_counter() - t0, engine=engine, device=device, ctx=ctx)

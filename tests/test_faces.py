@@ -129,7 +129,9 @@ def test_feeder_batches_are_device_tensors_with_ds_pairs_and_aligned_identities(
     b = feeder.batch(Stage("s", 10, batch_size=12), 0, 4)
     assert b.hr.shape == (12, 3, 64, 64) and b.lr_genuine.shape == (12, 3, 16, 16)
     assert b.hr.dtype == torch.float32 and 0 <= float(b.hr.min()) and float(b.hr.max()) <= 1
-    assert torch.equal(b.lr_artificial, downsample(b.hr))
+    # x_a = DS(hr) quantised to uint8 levels, like stored LR faces (not float, never outside [0,1])
+    assert torch.equal(b.lr_artificial, to_uint8(downsample(b.hr)).float() / 255)
+    assert not torch.equal(b.lr_artificial, downsample(b.hr))
     lookup = {hr_set.images[i].numpy().tobytes(): i for i in range(len(hr_set))}
     idx = [lookup[to_uint8(x).numpy().tobytes()] for x in b.hr]
     assert b.identity.tolist() == hr_set.identity[idx].tolist()
@@ -148,7 +150,7 @@ def test_hflip_mirrors_about_half_of_the_faces_before_ds_and_is_reproducible(set
     again = Feeder(hr_set, lr_set, "cpu", seed=5, hflip=True).batch(stage, 0, 2)
     plain = Feeder(hr_set, lr_set, "cpu", seed=5).batch(stage, 0, 2)  # same faces, not mirrored
     assert torch.equal(b.hr, again.hr) and torch.equal(b.lr_genuine, again.lr_genuine)
-    assert torch.equal(b.lr_artificial, downsample(b.hr))  # the pair is made after mirroring
+    assert torch.equal(b.lr_artificial, to_uint8(downsample(b.hr)).float() / 255)  # made after mirroring
     for got, ref in ((b.hr, plain.hr), (b.lr_genuine, plain.lr_genuine)):
         mirrored = torch.tensor([torch.equal(g, r.flip(2)) and not torch.equal(g, r) for g, r in zip(got, ref)])
         kept = torch.tensor([torch.equal(g, r) for g, r in zip(got, ref)])

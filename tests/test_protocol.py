@@ -141,9 +141,9 @@ def test_leaderboard_reads_old_files_renders_significance_and_merges_deltas(tmp_
                    delta_vs="bicubic" if not math.isnan(delta) else "")
 
     md = render_markdown([r("bicubic", 0.44), r("nearest", 0.48, 0.04, 0.01, 0.07)])
-    assert "(Δ +0.0400* [+0.0100, +0.0700])" in md and "No difference" not in md
+    assert "(Δ +0.040* [+0.010, +0.070])" in md and "No difference" not in md
     md = render_markdown([r("bicubic", 0.44), r("nearest", 0.45, 0.01, -0.02, 0.04)])
-    assert "(Δ +0.0100 [-0.0200, +0.0400])" in md and "No difference in this table is significant" in md
+    assert "(Δ +0.010 [-0.020, +0.040])" in md and "No difference in this table is significant" in md
     assert "x: N=81 against ref (N=62) — small N" in md
     (m,) = merge([r("nearest", 0.48, 0.04, 0.01, 0.07), r("nearest", 0.46, 0.02, -0.01, 0.05, run="s1")])
     assert (m.value, m.delta, m.delta_ci_low, m.delta_ci_high, m.n_runs) == pytest.approx((0.47, 0.03, 0.0, 0.06, 2))

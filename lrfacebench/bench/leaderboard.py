@@ -146,7 +146,8 @@ def _cell(r: Row) -> str:
     if not math.isnan(r.std):
         text += f" ± {_num(r.std, digits)}"
     if not math.isnan(r.delta):
-        d = 4 if abs(r.delta) < 1 and abs(r.delta_ci_high - r.delta_ci_low) < 1 else 2
+        width = abs(r.delta_ci_high - r.delta_ci_low)  # two significant digits of the interval
+        d = min(6, max(2, 1 - math.floor(math.log10(width)))) if width > 0 else 4
         text += (f" (Δ {_num(r.delta, d, True)}{'*' if r.significant else ''} "
                  f"[{_num(r.delta_ci_low, d, True)}, {_num(r.delta_ci_high, d, True)}])")
     return text

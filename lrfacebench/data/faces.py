@@ -10,7 +10,8 @@ plus an identity index per face. Two sources:
 
 The :class:`Feeder` draws :class:`~lrfacebench.methods.base.Batch` objects on the device with
 no per-image Python work: one index tensor per stream into the resident uint8 tensor, a
-float conversion, and ``lr_artificial = DS(hr)`` computed on the device.
+float conversion, and ``lr_artificial = DS(hr)`` computed on the device and quantised to uint8
+levels (clamped to [0,1]) like every stored LR face.
 """
 from __future__ import annotations
 
@@ -351,7 +352,9 @@ class Feeder:
             if "identity" in needs:
                 out.identity = self._take(self.identity, idx)
             if "lr_artificial" in needs:
-                out.lr_artificial = self._layout(downsample(hr))
+                # quantised like every stored LR image and Table 3's inputs: an unquantised x_a
+                # (38 % of the sample's faces had pixels outside [0,1]) tells D "artificial" by itself
+                out.lr_artificial = self._layout(to_uint8(downsample(hr)).float().div_(255.0))
         if "lr_genuine" in needs:
             idx = self._streams["lr"].indices(stage_index, step, b, self.rank, self.world_size)
             out.lr_genuine = self._image(self._take(self.lr, idx), "lr", stage_index, step)

@@ -27,7 +27,7 @@ class Batch:
 
     hr:            (B,3,64,64) float in [0,1], HR faces (CelebA-like).
     identity:      (B,) int64 identity index of each ``hr`` face in [0, n_identities), -1 if unknown.
-    lr_artificial: (B,3,16,16) float in [0,1], ``DS(hr)`` (paired with ``hr``).
+    lr_artificial: (B,3,16,16) float in [0,1], ``DS(hr)`` quantised to uint8 levels (paired with ``hr``).
     lr_genuine:    (B,3,16,16) float in [0,1], genuine LR faces, unpaired with ``hr``.
     Streams a stage does not need (see :attr:`Stage.needs`) may be ``None``.
     """
@@ -119,6 +119,12 @@ class Method(abc.ABC):
         """LR-space regulation of genuine LR, ``(N,3,16,16)`` -> same, in [0,1]; ``None`` when the
         method has none (only CR's phi_cr has one; Table 5 uses it)."""
         return None
+
+    def probe(self, lr_genuine: torch.Tensor | None, lr_artificial: torch.Tensor | None) -> dict[str, float]:
+        """Diagnostics on fixed faces, ``(N,3,16,16)`` float in [0,1] each (genuine LR, and
+        quantised DS of HR faces), that the trainer logs at sample intervals (names ``probe_*``);
+        empty by default. Called in eval mode under ``torch.no_grad``."""
+        return {}
 
     # ----- state ---------------------------------------------------------------------------
     def train(self, mode: bool = True) -> "Method":

@@ -47,7 +47,12 @@ Fill-ins and deviations from the paper (each also commented where it happens):
   batch (x_a) and Eq. 7/8's batch (phi_cr(x_g)) are normalised apart, the running statistics fit
   neither, and at inference phi_sr drew coloured marks into the top-right corner of dark faces
   (README, "Stage 2 and batch norm");
-- D and D~ judge real and fake halves in one forward (one spectral-norm power iteration per step).
+- D and D~ judge real and fake halves in one forward (one spectral-norm power iteration per step);
+- the batch norm of phi_cr and phi~_cr runs on fixed statistics (``cr_bn="fixed"``, both
+  presets): each BN layer is a learned per-channel affine, the same in training and at inference.
+  With batch statistics every CC step normalised two populations apart (x_g for Eq. 3,
+  phi~_cr(x_a) for Eq. 6's reconstruction), the running averages fitted neither, and phi_cr's
+  output at inference differed from its training output by 15-20 % of its whole edit.
 
 Small-data options (not in the paper; off in the ``paper`` preset, on in ``cpu``): D and D~ see
 images minus their per-channel means (``d_input="zero_mean"``), through DiffAugment
@@ -201,6 +206,10 @@ class CRConfig(MethodConfig):
     lambda_cr_gan: float = 0.03  # Eq. 9
     sr_adv_weight: float = 1e-3  # stage-1 SR adversarial weight (SRGAN's); 0: MSE only, no D_sr step
     tilde_identity_l1: float = 0.0  # option (methods.md §1.5.4): L1(phi~_cr(x_a), x_a) weight
+    # option: L1(pool4(phi~_cr(x_a)), pool4(x_a)) weight: keeps phi~_cr's colours and layout and
+    # leaves it free to add blur, noise and compression at finer scales (the identity L1 above
+    # holds every scale, so phi~_cr stays the identity and Eq. 6 asks phi_cr to be one too)
+    tilde_lowpass_l1: float = 0.0
     # small-data options, not in the paper (all off in the paper preset; README, "CR on small data"):
     d_input: str = "raw"  # "zero_mean": D and D~ see each image minus its per-channel mean
     d_augment: tuple[str, ...] = ()  # DiffAugment policy for D and D~ inputs (nn.augment)
@@ -209,6 +218,8 @@ class CRConfig(MethodConfig):
     gan_form: str = "non_saturating"  # or "saturating"
     cr_grad_into_phi_cr: str = "input_path"  # or "none"
     sr_bn_stage2: str = "frozen"  # or "batch": phi_sr's batch norm in stage 2 (fill-in, see above)
+    cr_bn: str = "fixed"  # or "batch": batch norm of phi_cr and phi~_cr (fix, see the module docstring)
+    grad_norm_every: int = 0  # every N steps log each loss term's gradient norm on the nets it shares
     d_prime_input: str = "raw"  # or "l2norm": D' sees L2-normalised phi_fr features
     # ablations (see CR.variants)
     use_cr: bool = True  # False: W/O CR (Table 4)
@@ -218,12 +229,12 @@ class CRConfig(MethodConfig):
         choices = {"gan_form": ("non_saturating", "saturating"),
                    "cr_grad_into_phi_cr": ("input_path", "none"),
                    "d_prime_input": ("raw", "l2norm"), "d_input": ("raw", "zero_mean"),
-                   "sr_bn_stage2": ("frozen", "batch")}
+                   "sr_bn_stage2": ("frozen", "batch"), "cr_bn": ("fixed", "batch")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"cr: {key}={getattr(self, key)!r}; choose one of {allowed}")
         for key in ("sr_iterations", "fr_iterations", "cc_iterations", "joint_iterations",
-                    "cc_tilde_warmup"):
+                    "cc_tilde_warmup", "grad_norm_every"):
             if getattr(self, key) < 0:
                 raise ValueError(f"cr: {key} must be >= 0, got {getattr(self, key)}")
         if self.batch_size < 1 or self.fr_batch_size < 1:
@@ -258,16 +269,6 @@ def _no_param_grad(*modules: nn.Module) -> Iterator[None]:
     finally:
         for p, flag in saved:
             p.requires_grad_(flag)
-
-
-@contextlib.contextmanager
-def _eval_mode(module: nn.Module) -> Iterator[None]:
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
 
 
 def _floats(terms: Mapping[str, torch.Tensor]) -> dict[str, float]:
@@ -359,6 +360,7 @@ class CR(Method):
             self.optimizers.update(phi_cr=adam("phi_cr"), phi_cr_tilde=adam("phi_cr_tilde"),
                                    D=adam("D"), D_tilde=adam("D_tilde"))
         self._stage: str | None = None
+        self._grad_norms: dict[str, float] = {}  # the latest gn_* values of this stage
         self._active: set[str] | None = None  # nets trainable in the current stage
         self._training = True
 
@@ -369,11 +371,25 @@ class CR(Method):
         self._training = mode
         for name, net in self.nets.items():
             net.train(mode and (self._active is None or name in self._active))
+        fixed = [n for n in ("phi_cr", "phi_cr_tilde") if n in self.nets and self.config.cr_bn == "fixed"]
         if self._stage == "stage2" and self.config.sr_bn_stage2 == "frozen":
-            for module in self.nets["phi_sr"].modules():
+            fixed.append("phi_sr")
+        for name in fixed:
+            for module in self.nets[name].modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
         return self
+
+    @contextlib.contextmanager
+    def _eval_mode(self, name: str) -> Iterator[nn.Module]:
+        """Net ``name`` in eval mode; afterwards every net's mode is set again by :meth:`train`'s
+        rules (a plain ``net.train()`` would put fixed batch-norm layers back into batch mode)."""
+        net = self.nets[name]
+        net.eval()
+        try:
+            yield net
+        finally:
+            self.train(self._training)
 
     def enter_stage(self, stage: str) -> None:
         """Freeze every net ``stage`` does not train (requires_grad off, eval mode). Called by
@@ -383,6 +399,7 @@ class CR(Method):
         if stage == self._stage:
             return
         self._stage = stage
+        self._grad_norms = {}
         self._active = set(TRAINED_NETS[stage]) & set(self.nets)
         for name, net in self.nets.items():
             net.requires_grad_(name in self._active)
@@ -475,15 +492,16 @@ class CR(Method):
     def tilde_generator_losses(self, x_a: torch.Tensor, pseudo: torch.Tensor
                                ) -> dict[str, torch.Tensor]:
         """phi~_cr side of Eq. 5: ``bce(D~(phi~_cr(x_a)),1)``, plus the optional identity L1
-        (weight ``tilde_identity_l1``, 0 by default). ``pseudo = phi~_cr(x_a)``."""
+        (weight ``tilde_identity_l1``) and low-pass L1 between 4x4 mean pools (weight
+        ``tilde_lowpass_l1``), both 0 by default. ``pseudo = phi~_cr(x_a)``."""
         with _no_param_grad(self.nets["D_tilde"]):
             gan = self._g_adv(self._judge("D_tilde", pseudo))
-        return {"L_gan_tilde": gan, "L_tilde_id": F.l1_loss(pseudo, x_a)}
+        return {"L_gan_tilde": gan, "L_tilde_id": F.l1_loss(pseudo, x_a),
+                "L_tilde_lowpass": F.l1_loss(F.avg_pool2d(pseudo, 4), F.avg_pool2d(x_a, 4))}
 
     def _pseudo_genuine(self, x_a: torch.Tensor) -> torch.Tensor:
         """sg phi~_cr(x_a), with phi~_cr in eval mode: no Eq. 6 gradient reaches phi~_cr."""
-        phi_t = self.nets["phi_cr_tilde"]
-        with torch.no_grad(), _eval_mode(phi_t):
+        with torch.no_grad(), self._eval_mode("phi_cr_tilde") as phi_t:
             return phi_t(x_a)
 
     def cr_losses(self, x_a: torch.Tensor, x_g: torch.Tensor, r: torch.Tensor
@@ -586,7 +604,10 @@ class CR(Method):
         l_d_t, acc_t = self.disc_loss("D_tilde", x_g, pseudo)
         self._update("D_tilde", l_d_t)
         tilde = self.tilde_generator_losses(x_a, pseudo)
-        self._update("phi_cr_tilde", tilde["L_gan_tilde"] + c.tilde_identity_l1 * tilde["L_tilde_id"])
+        weighted = {"L_gan_tilde": tilde["L_gan_tilde"], "L_tilde_id": c.tilde_identity_l1 * tilde["L_tilde_id"],
+                    "L_tilde_lowpass": c.tilde_lowpass_l1 * tilde["L_tilde_lowpass"]}
+        self._measure_grads(step, weighted, "phi_cr_tilde")
+        self._update("phi_cr_tilde", sum(weighted.values()))
         out = {"L_D_tilde": l_d_t.item(), "acc_D_tilde": acc_t, **_floats(tilde)}
         if step < c.cc_tilde_warmup:
             return out
@@ -596,18 +617,27 @@ class CR(Method):
         self._update("D", l_d)
         # Eq. 6, phi_cr step
         cr = self.cr_losses(x_a, x_g, r)
+        self._measure_grads(step, {"L_cr_rec": cr["L_cr_rec"], "L_gan": c.lambda_gan * cr["L_gan"],
+                                   "L_cr_lowpass": c.cr_lowpass_l1 * cr.get("L_cr_lowpass", 0 * cr["L_gan"])},
+                            "phi_cr")
         self._update("phi_cr", cr["L_cr"])
-        return {**out, "L_D": l_d.item(), "acc_D": acc, **_floats(cr)}
+        return {**out, "L_D": l_d.item(), "acc_D": acc, **_floats(cr), **self._grad_norms}
 
     def _step_joint(self, batch: Batch, step: int) -> dict[str, float]:
         """Eq. 9 step over phi_sr and phi_cr (one Adam), then a D step (Eq. 3) and a D' step (Eq. 8).
 
         The D step sees the regulated batch from before this iteration's generator update.
         """
+        c = self.config
         y, x_a, x_g = _pm(batch.hr), _pm(batch.lr_artificial), _pm(batch.lr_genuine)
         r, feat_fake, terms = self.joint_losses(y, x_a, x_g)
+        weighted = {"L_sr": terms["L_sr"], "L_cr_sr": c.lambda_cr_sr * terms["L_cr_sr"],
+                    "L_cr_gan": c.lambda_cr_gan * terms["L_cr_gan"]}
+        if c.use_cr:
+            weighted["L_cr"] = c.lambda_cr * terms["L_cr"]
+        self._measure_grads(step, weighted, *(("phi_sr", "phi_cr") if c.use_cr else ("phi_sr",)))
         self._update("G", terms["L_G"])
-        out = _floats(terms)
+        out = {**_floats(terms), **self._grad_norms}
         if self.config.use_cr:  # D keeps training in stage 2 (L_cr contains L_gan, §1.5.7)
             l_d, out["acc_D"] = self.disc_loss("D", x_a, r)
             self._update("D", l_d)
@@ -617,6 +647,40 @@ class CR(Method):
         l_dp, out["acc_D_prime"] = self.disc_loss("D_prime", feat_real, feat_fake)
         self._update("D_prime", l_dp)
         out["L_D_prime"] = l_dp.item()
+        return out
+
+    def _measure_grads(self, step: int, weighted: Mapping[str, torch.Tensor], *nets: str) -> None:
+        """Every ``grad_norm_every`` steps, the L2 norm of each weighted loss term's gradient on
+        the parameters of each of ``nets`` (``gn_<term>_<net>``; 0 where a term does not reach a
+        net), so the logs show which term drives a shared net (methods.md: no weighted term should
+        dominate another 100-fold). The graph is kept for the update that follows."""
+        every = self.config.grad_norm_every
+        if not every or (step + 1) % every:
+            return
+        for net in nets:
+            params = [p for p in self.nets[net].parameters() if p.requires_grad]
+            for term, loss in weighted.items():
+                if not loss.requires_grad:
+                    self._grad_norms[f"gn_{term}_{net}"] = 0.0
+                    continue
+                grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+                sq = sum(float(g.pow(2).sum()) for g in grads if g is not None)
+                self._grad_norms[f"gn_{term}_{net}"] = math.sqrt(sq)
+
+    def probe(self, lr_genuine: torch.Tensor | None, lr_artificial: torch.Tensor | None) -> dict[str, float]:
+        """phi_cr's residual on fixed genuine and artificial faces (``(N,3,16,16)`` in [0,1]):
+        RMS in [-1,1] units and the share of its energy that is one pattern for every face
+        (:mod:`lrfacebench.metrics.residual`). Empty for W/O CR."""
+        from lrfacebench.metrics.residual import residual_stats
+
+        if not self.config.use_cr:
+            return {}
+        out: dict[str, float] = {}
+        with torch.no_grad(), self._eval_mode("phi_cr") as phi_cr:
+            for name, x in (("genuine", lr_genuine), ("artificial", lr_artificial)):
+                if x is not None and len(x) >= 2:
+                    xp = _pm(x.to(self.device))
+                    out.update(residual_stats(xp, phi_cr(xp)).as_dict(f"probe_{name}_"))
         return out
 
     # ----- inference ---------------------------------------------------------------------------
