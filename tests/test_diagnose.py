@@ -1,0 +1,172 @@
+"""``lrfb diagnose`` on a real CR smoke run (the embedded sample) and a non-CR run (test_train:TinySR).
+
+The CR run trains every stage for 2 steps at batch 2 (metrics.csv gets a row per step); the
+diagnosis reads small plain folders of sample faces (--genuine, --reference) to stay fast.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from lrfacebench import diagnose as dg
+from lrfacebench.cli import main
+from lrfacebench.data.faces import list_folder, list_sample, load_faces
+from lrfacebench.metrics.residual import residual_stats
+from lrfacebench.train import load_method, train
+
+N_FACES = 16  # faces copied into each plain test folder
+
+
+def _folder(tmp: Path, kind: str, name: str) -> Path:
+    """A plain folder (no manifest) holding the first N_FACES test faces of the sample's ``kind``."""
+    out = tmp / name
+    out.mkdir()
+    for p in list_sample(kind, ("test",)).paths[:N_FACES]:
+        shutil.copy(p, out / p.name)
+    return out
+
+
+@pytest.fixture(scope="module")
+def cr_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cr") / "run"
+    return train("cr", "smoke", out=out, device="cpu", seed=0,
+                 overrides=["batch_size=2", "fr_batch_size=2", "engine.log_every=1", "engine.n_samples=2",
+                            "engine.keep_stage_checkpoints=false"])
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("faces")
+    return {"genuine": _folder(tmp, "lr", "genuine"), "reference": _folder(tmp, "hr", "reference")}
+
+
+@pytest.fixture(scope="module")
+def diagnosed(cr_run, folders, tmp_path_factory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("diag")
+    res = CliRunner().invoke(main, ["diagnose", str(cr_run), "--genuine", str(folders["genuine"]),
+                                    "--reference", str(folders["reference"]), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    return out, res.output
+
+
+def test_phi_cr_residuals_are_finite_and_match_a_recomputation(cr_run, folders, diagnosed):
+    out, printed = diagnosed
+    report = json.loads((out / "diagnose.json").read_text())
+    res = report["phi_cr_residual"]
+    for name in ("genuine_test", "genuine_train", "artificial"):
+        assert math.isfinite(res[name]["rms"]) and 0 <= res[name]["rms"] <= 1
+        assert 0 <= res[name]["fixed_share"] <= 1
+    assert res["genuine_test"]["n"] == res["artificial"]["n"] == N_FACES
+    assert res["genuine_train"]["n"] == len(list_sample("lr", ("train",)))  # the run's own training faces
+    # independently: quantised DS of the reference faces, phi_cr in [-1,1], RMS of the residual
+    method = load_method(cr_run, nets="all")
+    hr = load_faces(list_folder(folders["reference"], "hr")).images.float() / 255
+    from lrfacebench.degrade import downsample, to_uint8
+
+    x = to_uint8(downsample(hr)).float() / 255 * 2 - 1
+    with torch.no_grad():
+        rms = float((method.nets["phi_cr"](x) - x).pow(2).mean().sqrt())
+    assert res["artificial"]["rms"] == pytest.approx(rms, rel=1e-4)
+    assert res["artificial_rms_ok"] == (rms < dg.ARTIFICIAL_RMS_LIMIT)
+    assert f"phi_cr(x_a) vs x_a RMS {res['artificial']['rms']:.4f}" in printed
+    lr = report["lr_consistency"]
+    assert lr["n"] == N_FACES and 0 < lr["mean"] < 1
+
+
+def test_batch_norm_gaps_name_the_layers_and_leave_the_nets_alone(cr_run, diagnosed):
+    out, printed = diagnosed
+    bn = json.loads((out / "diagnose.json").read_text())["batch_norm"]
+    for net in ("phi_sr", "phi_cr", "phi_cr_tilde"):
+        layers = [row["layer"] for row in bn[net]["layers"]]
+        assert layers and all(math.isfinite(row["var_gap_rel"]) for row in bn[net]["layers"])
+        assert f"{net} (" in printed and f"    {layers[0]} " in printed
+    assert "trunk.13" in [row["layer"] for row in bn["phi_sr"]["layers"]]  # the BN closing group 1
+    assert bn["D"] == {"skipped": "no batch-norm layers"}
+    # the check runs on copies: the loaded nets' running statistics do not move
+    method = load_method(cr_run, nets="all")
+    before = {k: v.clone() for k, v in method.nets["phi_sr"].state_dict().items()}
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    gaps = dg.bn_gaps(method.nets["phi_sr"], x)
+    assert all(torch.equal(before[k], v) for k, v in method.nets["phi_sr"].state_dict().items())
+    assert not method.nets["phi_sr"].training and gaps["output_gap"] > 0
+    # the first BN layer sees the same input in both modes
+    first = gaps["layers"][0]
+    assert first["mean_gap_sd"] == pytest.approx(first["eval_mean_gap_sd"])
+
+
+def test_metrics_summary_matches_the_last_rows_of_metrics_csv(cr_run, diagnosed):
+    out, printed = diagnosed
+    stages = json.loads((out / "diagnose.json").read_text())["metrics"]["stages"]
+    with open(cr_run / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    last = {(r["stage"], r["name"]): float(r["value"]) for r in rows}
+    assert {(s, n) for s, names in stages.items() for n in names} == set(last)
+    for (stage, name), value in last.items():
+        assert stages[stage][name]["last"] == value
+    sr = stages["stage1_sr"]["L_sr"]
+    assert sr["n"] == 2 and sr["kind"] == "loss" and sr["min"] <= sr["tail_mean"] <= sr["max"]
+    assert sr["first"] == float(next(r["value"] for r in rows if (r["stage"], r["name"]) == ("stage1_sr", "L_sr")))
+    assert "stage1_sr   L_sr " in printed
+
+
+def test_residual_grid_png(diagnosed):
+    out, _ = diagnosed
+    with Image.open(out / "residuals.png") as im:
+        # 4 columns and 2 x 8 rows of 64 px cells with 2 px gaps, under a 14 px header
+        assert im.size == (4 * 66 + 2, 14 + 16 * 66 + 2)
+
+
+def test_grad_norm_flags_compare_last_values(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text("stage,step,name,value,time_s\n"
+                    "s,1,gn_L_a,1.0,0\ns,1,gn_L_b,1.0,0\ns,1,gn_L_c,1.0,0\n"
+                    "s,2,gn_L_a,50.0,1\ns,2,gn_L_b,0.1,1\ns,2,gn_L_c,0,1\ns,2,L_x,3,1\n"
+                    "s,3,gn_L_a,half-writ")  # a killed run's last line
+    summary = dg.metrics_summary(path)
+    assert summary["stages"]["s"]["gn_L_a"]["last"] == 50.0
+    assert [(f["large"], f["small"], f["ratio"]) for f in summary["grad_norm_flags"]] == [
+        ("gn_L_a", "gn_L_c", None), ("gn_L_b", "gn_L_c", None), ("gn_L_a", "gn_L_b", pytest.approx(500.0))]
+
+
+def test_fixed_share_of_a_pattern_and_of_noise_on_real_faces():
+    """The probe on real faces: one pattern added to every face is all 'fixed', independent
+    noise almost none of it (1/N expected), both at once about half."""
+    faces = load_faces(list_sample("lr", ("test",))).images.float() / 255 * 2 - 1
+    g = torch.Generator().manual_seed(0)
+    pattern = 0.05 * torch.randn(1, 3, 16, 16, generator=g)
+    noise = 0.05 * torch.randn(faces.shape, generator=g)
+    assert residual_stats(faces, faces + pattern).fixed_share == pytest.approx(1.0)
+    assert residual_stats(faces, faces + noise).fixed_share < 3 / len(faces)
+    assert residual_stats(faces, faces + pattern + noise).fixed_share == pytest.approx(0.5, abs=0.1)
+
+
+def test_a_run_without_phi_cr_gets_lr_and_sr_only(tmp_path, folders):
+    run = train("test_train:TinySR", "smoke", out=tmp_path / "run", device="cpu",
+                overrides=["pretrain_iterations=2", "finetune_iterations=2"])
+    report = dg.diagnose(run, folders["genuine"], folders["reference"], out=tmp_path / "diag")
+    assert report["phi_cr_residual"] is None
+    assert report["batch_norm"]["sr"]["input"] == "genuine_test [0,1]" and report["batch_norm"]["sr"]["layers"]
+    assert "not applicable" in dg.render(report)
+    with Image.open(tmp_path / "diag" / "residuals.png") as im:
+        assert im.size == (2 * 66 + 2, 14 + 16 * 66 + 2)
+
+
+@pytest.mark.parametrize("make", ["missing", "not_a_run"])
+def test_a_folder_that_is_not_a_run_is_a_clear_error(tmp_path, make):
+    run = tmp_path / "runs" / "x"
+    if make == "not_a_run":
+        run.mkdir(parents=True)
+        Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(run / "face.png")
+    res = CliRunner().invoke(main, ["diagnose", str(run)])
+    assert res.exit_code != 0 and str(run) in res.output
+    assert ("no such run directory" if make == "missing" else "not a training run") in res.output
+    assert "Traceback" not in res.output
