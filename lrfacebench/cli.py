@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                   "Run every method on every test set and write Tables 1-7 and the complexity table."),
     "leaderboard": ("lrfacebench.bench.cli:leaderboard_group", "Merge and render leaderboards."),
     "doctor": ("lrfacebench.doctor:doctor_command", "Check versions, device and weight files offline."),
+    "diagnose": ("lrfacebench.diagnose:diagnose_command",
+                 "Diagnose a training run: phi_cr residuals, LR consistency, batch-norm gaps, loss terms."),
 }
 
 
