@@ -26,7 +26,7 @@ import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import click
 
@@ -270,9 +270,23 @@ def bn_input(method: "Method", name: str, faces: Faces) -> tuple[str, "torch.Ten
     return "genuine_test [0,1]", faces.genuine_test
 
 
+def bn_training_notes(method: "Method") -> dict[str, str]:
+    """Nets whose batch norm CR's config keeps in eval mode while training (``cr_bn``,
+    ``sr_bn_stage2``): their train-mode gap never occurs there, only the eval columns apply."""
+    config = method.config
+    notes = {}
+    if getattr(config, "cr_bn", None) == "fixed":
+        notes.update(dict.fromkeys(("phi_cr", "phi_cr_tilde"), "trained on fixed statistics (cr_bn=fixed)"))
+    if getattr(config, "sr_bn_stage2", None) == "frozen":
+        notes["phi_sr"] = "stage 2 trains it on running statistics (sr_bn_stage2=frozen)"
+    return {k: v for k, v in notes.items() if k in method.nets}
+
+
 def bn_report(method: "Method", faces: Faces) -> dict[str, dict[str, Any]]:
-    """:func:`bn_gaps` of every net of ``method``; ``{"skipped": reason}`` where it cannot run."""
+    """:func:`bn_gaps` of every net of ``method`` (plus ``note`` from :func:`bn_training_notes`);
+    ``{"skipped": reason}`` where it cannot run."""
     out = {}
+    notes = bn_training_notes(method)
     for name, net in method.nets.items():
         if not bn_layers(net):
             out[name] = {"skipped": "no batch-norm layers"}
@@ -283,6 +297,8 @@ def bn_report(method: "Method", faces: Faces) -> dict[str, dict[str, Any]]:
             continue
         try:
             out[name] = {"input": given[0], **bn_gaps(net, given[1][:BN_FACES].to(method.device))}
+            if name in notes:
+                out[name]["note"] = notes[name]
         except Exception as e:  # noqa: BLE001 - a net that does not take this input is skipped
             out[name] = {"skipped": f"forward failed: {type(e).__name__}: {e}"}
     return out
@@ -320,26 +336,40 @@ def summarise(points: list[tuple[int, float]]) -> dict[str, float | int | str]:
             "tail_mean": sum(tail) / len(tail), "min": min(values), "max": max(values)}
 
 
-def grad_norm_flags(stage: str, names: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Pairs of ``gn_*`` names of ``stage`` whose last values differ by more than :data:`GRAD_NORM_RATIO`
-    (``ratio`` None when the smaller one is 0), largest ratio first."""
-    last = {n: s["last"] for n, s in names.items() if kind_of(n) == "grad_norm"}
-    flags = []
-    for big, small in itertools.permutations(last, 2):
-        if last[big] > GRAD_NORM_RATIO * last[small]:
-            ratio = last[big] / last[small] if last[small] > 0 else None
-            flags.append({"stage": stage, "large": big, "small": small, "ratio": ratio})
-    return sorted(flags, key=lambda f: -(f["ratio"] or math.inf))
+def split_grad_norm(name: str, nets: Sequence[str]) -> tuple[str, str | None]:
+    """``gn_<term>_<net>`` -> (term, net), the longest net of ``nets`` that ends the name; (rest, None)
+    when none does."""
+    rest = name[len("gn_"):]
+    for net in sorted(nets, key=len, reverse=True):
+        if rest.endswith(f"_{net}"):
+            return rest[: -len(net) - 1], net
+    return rest, None
 
 
-def metrics_summary(path: Path) -> dict[str, Any]:
+def grad_norm_flags(stage: str, names: dict[str, dict[str, Any]], nets: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The spec's loss-scale check for one stage: pairs of terms whose last gradient norms on the
+    same net (``gn_<term>_<net>``) differ more than :data:`GRAD_NORM_RATIO`-fold, largest first.
+    A norm of 0 means the term does not reach that net and is left out."""
+    by_net: dict[str | None, dict[str, float]] = {}
+    for name, s in names.items():
+        if kind_of(name) == "grad_norm" and s["last"] > 0:
+            term, net = split_grad_norm(name, nets)
+            by_net.setdefault(net, {})[term] = s["last"]
+    flags = [{"stage": stage, "net": net, "large": big, "small": small, "ratio": last[big] / last[small]}
+             for net, last in by_net.items() for big, small in itertools.permutations(last, 2)
+             if last[big] > GRAD_NORM_RATIO * last[small]]
+    return sorted(flags, key=lambda f: -f["ratio"])
+
+
+def metrics_summary(path: Path, nets: Sequence[str] = ()) -> dict[str, Any]:
     """Summary of a run's ``metrics.csv``: ``stages -> name -> summarise() + kind``, and the
-    gradient-norm flags of every stage. Empty when the file does not exist yet."""
+    gradient-norm flags of every stage (``nets``: the method's net names, to group ``gn_*`` by
+    net). Empty when the file does not exist yet."""
     if not path.is_file():
         return {"stages": {}, "grad_norm_flags": []}
     stages = {stage: {name: {**summarise(points), "kind": kind_of(name)} for name, points in names.items()}
               for stage, names in read_metrics(path).items()}
-    flags = [f for stage, names in stages.items() for f in grad_norm_flags(stage, names)]
+    flags = [f for stage, names in stages.items() for f in grad_norm_flags(stage, names, nets)]
     return {"stages": stages, "grad_norm_flags": flags}
 
 
@@ -400,7 +430,7 @@ def diagnose(run: Path, genuine: Path | None = None, reference: Path | None = No
                                                      for k, v in faces.sources.items()},
               "phi_cr_residual": phi_cr_residuals(method, faces),
               "lr_consistency": lr_consistency_report(method, faces),
-              "batch_norm": bn_report(method, faces), "metrics": metrics_summary(run / "metrics.csv")}
+              "batch_norm": bn_report(method, faces), "metrics": metrics_summary(run / "metrics.csv", list(method.nets))}
     report["faces"]["artificial"] = {"source": "to_uint8(DS(hr))", "n": len(faces.artificial)}
     if out is not None:
         io.write_png(out / "residuals.png", residual_grid(method, faces))
@@ -439,8 +469,9 @@ def _render_bn(bn: dict[str, dict[str, Any]]) -> list[str]:
         if "skipped" in r:
             lines.append(f"  {name}: skipped: {r['skipped']}")
             continue
+        note = f"; {r['note']}" if "note" in r else ""
         lines.append(f"  {name} ({r['input']}, {r['n']} faces): output gap mean|f_train - f_eval| "
-                     f"{r['output_gap']:.4g}")
+                     f"{r['output_gap']:.4g}{note}")
         lines += [f"    {x['layer']:<26} {x['mean_gap']:>9.4f} {x['mean_gap_sd']:>8.3f} {x['var_gap_rel']:>8.3f}"
                   f" | {x['eval_mean_gap_sd']:>8.3f} {x['eval_var_gap_rel']:>8.3f}" for x in r["layers"]]
     return lines
@@ -449,21 +480,22 @@ def _render_bn(bn: dict[str, dict[str, Any]]) -> list[str]:
 def _render_metrics(metrics: dict[str, Any]) -> list[str]:
     if not metrics["stages"]:
         return ["metrics.csv: no rows yet"]
+    w = max(len(n) for names in metrics["stages"].values() for n in names)
     lines = [f"metrics.csv (tail = mean of the last {TAIL:.0%} of rows)",
-             f"  {'stage':<11} {'name':<18} {'n':>4} {'first':>10} {'last':>10} {'tail':>10} "
+             f"  {'stage':<11} {'name':<{w}} {'n':>4} {'first':>10} {'last':>10} {'tail':>10} "
              f"{'min':>10} {'max':>10}"]
     for stage, names in metrics["stages"].items():
-        lines += [f"  {stage:<11} {name:<18} {s['n']:>4} {_num(s['first']):>10} {_num(s['last']):>10} "
+        lines += [f"  {stage:<11} {name:<{w}} {s['n']:>4} {_num(s['first']):>10} {_num(s['last']):>10} "
                   f"{_num(s['tail_mean']):>10} {_num(s['min']):>10} {_num(s['max']):>10}"
                   for name, s in names.items()]
     gn = [n for names in metrics["stages"].values() for n in names if kind_of(n) == "grad_norm"]
     if not gn:
         lines.append("  loss-scale check: no gradient norms (gn_*) logged")
     elif not metrics["grad_norm_flags"]:
-        lines.append(f"  loss-scale check: no last gradient norm is > {GRAD_NORM_RATIO:g}x another's")
-    for f in metrics["grad_norm_flags"]:
-        ratio = "inf" if f["ratio"] is None else f"{f['ratio']:.3g}"
-        lines.append(f"  loss-scale check FAILED in {f['stage']}: {f['large']} is {ratio}x {f['small']}")
+        lines.append(f"  loss-scale check: no term's last gradient norm is > {GRAD_NORM_RATIO:g}x another's "
+                     "on the same net")
+    lines += [f"  loss-scale check FAILED in {f['stage']}: on {f['net'] or 'the shared nets'} the gradient "
+              f"norm of {f['large']} is {f['ratio']:.3g}x that of {f['small']}" for f in metrics["grad_norm_flags"]]
     return lines
 
 

@@ -1,7 +1,8 @@
 """``lrfb diagnose`` on a real CR smoke run (the embedded sample) and a non-CR run (test_train:TinySR).
 
-The CR run trains every stage for 2 steps at batch 2 (metrics.csv gets a row per step); the
-diagnosis reads small plain folders of sample faces (--genuine, --reference) to stay fast.
+The CR run trains every stage for 2 steps at batch 2 (metrics.csv gets a row per step; stage 1's
+SR is MSE only, as in the cpu preset, which halves the run's time); the diagnosis reads small
+plain folders of sample faces (--genuine, --reference) to stay fast.
 """
 from __future__ import annotations
 
@@ -39,8 +40,14 @@ def _folder(tmp: Path, kind: str, name: str) -> Path:
 def cr_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cr") / "run"
     return train("cr", "smoke", out=out, device="cpu", seed=0,
-                 overrides=["batch_size=2", "fr_batch_size=2", "engine.log_every=1", "engine.n_samples=2",
-                            "engine.keep_stage_checkpoints=false"])
+                 overrides=["batch_size=2", "fr_batch_size=2", "sr_adv_weight=0", "engine.log_every=1",
+                            "engine.n_samples=2", "engine.keep_stage_checkpoints=false"])
+
+
+@pytest.fixture(scope="module")
+def cr_method(cr_run):
+    """Every net of the run's newest checkpoint, as the diagnosis loads them."""
+    return load_method(cr_run, nets="all")
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +65,7 @@ def diagnosed(cr_run, folders, tmp_path_factory) -> tuple[Path, str]:
     return out, res.output
 
 
-def test_phi_cr_residuals_are_finite_and_match_a_recomputation(cr_run, folders, diagnosed):
+def test_phi_cr_residuals_are_finite_and_match_a_recomputation(cr_method, folders, diagnosed):
     out, printed = diagnosed
     report = json.loads((out / "diagnose.json").read_text())
     res = report["phi_cr_residual"]
@@ -68,13 +75,12 @@ def test_phi_cr_residuals_are_finite_and_match_a_recomputation(cr_run, folders, 
     assert res["genuine_test"]["n"] == res["artificial"]["n"] == N_FACES
     assert res["genuine_train"]["n"] == len(list_sample("lr", ("train",)))  # the run's own training faces
     # independently: quantised DS of the reference faces, phi_cr in [-1,1], RMS of the residual
-    method = load_method(cr_run, nets="all")
     hr = load_faces(list_folder(folders["reference"], "hr")).images.float() / 255
     from lrfacebench.degrade import downsample, to_uint8
 
     x = to_uint8(downsample(hr)).float() / 255 * 2 - 1
     with torch.no_grad():
-        rms = float((method.nets["phi_cr"](x) - x).pow(2).mean().sqrt())
+        rms = float((cr_method.nets["phi_cr"](x) - x).pow(2).mean().sqrt())
     assert res["artificial"]["rms"] == pytest.approx(rms, rel=1e-4)
     assert res["artificial_rms_ok"] == (rms < dg.ARTIFICIAL_RMS_LIMIT)
     assert f"phi_cr(x_a) vs x_a RMS {res['artificial']['rms']:.4f}" in printed
@@ -82,7 +88,7 @@ def test_phi_cr_residuals_are_finite_and_match_a_recomputation(cr_run, folders, 
     assert lr["n"] == N_FACES and 0 < lr["mean"] < 1
 
 
-def test_batch_norm_gaps_name_the_layers_and_leave_the_nets_alone(cr_run, diagnosed):
+def test_batch_norm_gaps_name_the_layers_and_leave_the_nets_alone(cr_method, diagnosed):
     out, printed = diagnosed
     bn = json.loads((out / "diagnose.json").read_text())["batch_norm"]
     for net in ("phi_sr", "phi_cr", "phi_cr_tilde"):
@@ -91,13 +97,14 @@ def test_batch_norm_gaps_name_the_layers_and_leave_the_nets_alone(cr_run, diagno
         assert f"{net} (" in printed and f"    {layers[0]} " in printed
     assert "trunk.13" in [row["layer"] for row in bn["phi_sr"]["layers"]]  # the BN closing group 1
     assert bn["D"] == {"skipped": "no batch-norm layers"}
+    assert "cr_bn=fixed" in bn["phi_cr"]["note"] and "sr_bn_stage2=frozen" in bn["phi_sr"]["note"]
     # the check runs on copies: the loaded nets' running statistics do not move
-    method = load_method(cr_run, nets="all")
-    before = {k: v.clone() for k, v in method.nets["phi_sr"].state_dict().items()}
+    phi_sr = cr_method.nets["phi_sr"]
+    before = {k: v.clone() for k, v in phi_sr.state_dict().items()}
     x = torch.rand(4, 3, 16, 16) * 2 - 1
-    gaps = dg.bn_gaps(method.nets["phi_sr"], x)
-    assert all(torch.equal(before[k], v) for k, v in method.nets["phi_sr"].state_dict().items())
-    assert not method.nets["phi_sr"].training and gaps["output_gap"] > 0
+    gaps = dg.bn_gaps(phi_sr, x)
+    assert all(torch.equal(before[k], v) for k, v in phi_sr.state_dict().items())
+    assert not phi_sr.training and gaps["output_gap"] > 0
     # the first BN layer sees the same input in both modes
     first = gaps["layers"][0]
     assert first["mean_gap_sd"] == pytest.approx(first["eval_mean_gap_sd"])
@@ -125,16 +132,23 @@ def test_residual_grid_png(diagnosed):
         assert im.size == (4 * 66 + 2, 14 + 16 * 66 + 2)
 
 
-def test_grad_norm_flags_compare_last_values(tmp_path):
+def test_loss_scale_check_compares_last_gradient_norms_per_net(tmp_path):
+    """gn_<term>_<net> as CR logs them: terms are compared on one net at a time, on the last
+    values; 0 (a term that does not reach the net) is not compared; a half-written row is skipped."""
     path = tmp_path / "metrics.csv"
     path.write_text("stage,step,name,value,time_s\n"
-                    "s,1,gn_L_a,1.0,0\ns,1,gn_L_b,1.0,0\ns,1,gn_L_c,1.0,0\n"
-                    "s,2,gn_L_a,50.0,1\ns,2,gn_L_b,0.1,1\ns,2,gn_L_c,0,1\ns,2,L_x,3,1\n"
-                    "s,3,gn_L_a,half-writ")  # a killed run's last line
-    summary = dg.metrics_summary(path)
-    assert summary["stages"]["s"]["gn_L_a"]["last"] == 50.0
-    assert [(f["large"], f["small"], f["ratio"]) for f in summary["grad_norm_flags"]] == [
-        ("gn_L_a", "gn_L_c", None), ("gn_L_b", "gn_L_c", None), ("gn_L_a", "gn_L_b", pytest.approx(500.0))]
+                    "s,1,gn_L_sr_phi_sr,1,0\ns,1,gn_L_cr_gan_phi_sr,1,0\ns,1,gn_L_cr_phi_cr_tilde,1,0\n"
+                    "s,2,gn_L_sr_phi_sr,0.5,1\ns,2,gn_L_cr_gan_phi_sr,1e-3,1\ns,2,gn_L_cr_phi_sr,0,1\n"
+                    "s,2,gn_L_cr_phi_cr_tilde,1e-4,1\ns,2,gn_L_cr_phi_cr,1,1\ns,2,L_sr,3,1\n"
+                    "s,3,gn_L_sr_phi_sr,half-writ")  # a killed run's last line
+    summary = dg.metrics_summary(path, nets=["phi_sr", "phi_cr", "phi_cr_tilde"])
+    assert summary["stages"]["s"]["gn_L_sr_phi_sr"]["last"] == 0.5
+    assert summary["stages"]["s"]["gn_L_sr_phi_sr"]["kind"] == "grad_norm"
+    assert [(f["net"], f["large"], f["small"], f["ratio"]) for f in summary["grad_norm_flags"]] == [
+        ("phi_sr", "L_sr", "L_cr_gan", pytest.approx(500.0))]
+    assert dg.split_grad_norm("gn_L_cr_phi_cr_tilde", ["phi_cr", "phi_cr_tilde"]) == ("L_cr", "phi_cr_tilde")
+    assert "on phi_sr the gradient norm of L_sr is 500x that of L_cr_gan" in "\n".join(
+        dg._render_metrics(summary))
 
 
 def test_fixed_share_of_a_pattern_and_of_noise_on_real_faces():
