@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import csv
 import itertools
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from lrfacebench.data.faces import FaceList
     from lrfacebench.methods.base import Method
+
+log = logging.getLogger(__name__)
 
 ARTIFICIAL_RMS_LIMIT = 0.03  # phi_cr(x_a) vs x_a, [-1,1] units (the issue's acceptance)
 GRAD_NORM_RATIO = 100.0  # the spec's loss-scale check: no term's gradient norm > 100x another's
@@ -82,7 +85,8 @@ def check_run(run: Path) -> None:
     if not run.is_dir():
         raise DiagnoseError(f"{run}: no such run directory")
     if not (run / "config.json").is_file():
-        raise DiagnoseError(f"{run}: not a training run (no config.json; expected a folder written by `lrfb train`)")
+        raise DiagnoseError(f"{run}: not a training run (no config.json; expected a folder written by "
+                            "`lrfb train`)")
     if not list_checkpoints(run) and not (run / FINAL).is_file():
         raise DiagnoseError(f"{run}: no checkpoint and no final.pt yet (has training started?)")
 
@@ -117,13 +121,17 @@ def training_genuine(run: Path) -> "FaceList":
     env = io.read_json(run / "env.json") if (run / "env.json").is_file() else {}
     lr = env.get("data", {}).get("lr") or {}
     source, splits = lr.get("source", "sample"), tuple(lr.get("splits", ("train",)))
-    if source != "sample" and (Path(source) / "manifest.csv").is_file():
+    if source == "sample":
+        return facelib.list_sample("lr", splits)
+    if (Path(source) / "manifest.csv").is_file():
         return facelib.list_dataset(Path(source), "lr", splits)
-    return facelib.list_sample("lr", splits if source == "sample" else ("train",))
+    log.warning("the run's genuine training set %s is not here: using the sample's training faces", source)
+    return facelib.list_sample("lr", ("train",))
 
 
 def artificial_lr(hr: "torch.Tensor") -> "torch.Tensor":
-    """Artificial LR as the benchmark makes it: ``(N,3,64,64)`` [0,1] -> quantised DS ``(N,3,16,16)`` [0,1]."""
+    """Artificial LR as the benchmark makes it: ``(N,3,64,64)`` [0,1] -> quantised DS ``(N,3,16,16)``
+    [0,1]."""
     from lrfacebench.degrade import downsample, to_uint8
 
     return to_uint8(downsample(hr)).float() / 255
@@ -137,7 +145,8 @@ def load_diagnosis_faces(run: Path, genuine: Path | None, reference: Path | None
     lists = {"genuine_test": face_list(genuine, "lr", ("test",)) if genuine
              else facelib.list_sample("lr", ("test",)),
              "genuine_train": training_genuine(run),
-             "hr": face_list(reference, "hr", ("test",)) if reference else facelib.list_sample("hr", ("test",))}
+             "hr": face_list(reference, "hr", ("test",)) if reference
+             else facelib.list_sample("hr", ("test",))}
     images = {k: facelib.load_faces(v).images.float() / 255 for k, v in lists.items()}
     return Faces(genuine_test=images["genuine_test"], genuine_train=images["genuine_train"], hr=images["hr"],
                  artificial=artificial_lr(images["hr"]),
@@ -179,7 +188,8 @@ def phi_cr_residuals(method: "Method", faces: Faces) -> dict[str, Any] | None:
 
 
 def lr_consistency_report(method: "Method", faces: Faces) -> dict[str, float]:
-    """Mean ``|DS(SR) - x|`` ([0,1] units) of the whole method (SR = super_resolve) on the genuine test faces."""
+    """Mean ``|DS(SR) - x|`` ([0,1] units) of the whole method (SR = super_resolve) on the genuine
+    test faces."""
     from lrfacebench.metrics.identity import lr_consistency
 
     sr = batched(method.super_resolve, faces.genuine_test, method.device)
@@ -210,7 +220,8 @@ def _gap(batch: tuple["torch.Tensor", "torch.Tensor"], running: tuple["torch.Ten
     |batch var - running var| / running var."""
     (bm, bv), (rm, rv) = batch, running
     rv = rv + eps
-    return {"mean_gap": float((bm - rm).abs().mean()), "mean_gap_sd": float(((bm - rm).abs() / rv.sqrt()).mean()),
+    d = (bm - rm).abs()
+    return {"mean_gap": float(d.mean()), "mean_gap_sd": float((d / rv.sqrt()).mean()),
             "var_gap_rel": float(((bv - rv).abs() / rv).mean())}
 
 
@@ -230,16 +241,18 @@ def bn_gaps(net: "nn.Module", x: "torch.Tensor") -> dict[str, Any]:
     if not layers:
         return {"skipped": "no batch-norm layers"}
     running = {n: (m.running_mean.double().clone(), m.running_var.double().clone()) for n, m in layers}
-    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    handles = [m.register_forward_pre_hook(lambda mod, args, n=n: seen.__setitem__(n, _channel_stats(args[0])))
-               for n, m in layers]
-    try:
-        with torch.no_grad():
-            out_eval, eval_seen = net.eval()(x), dict(seen)
-            out_train, train_seen = net.train()(x), dict(seen)
-    finally:
-        for h in handles:
-            h.remove()
+    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # layer -> stats of its latest input
+
+    def record(name: str) -> Callable[..., None]:
+        def hook(module: "nn.Module", args: tuple["torch.Tensor", ...]) -> None:
+            seen[name] = _channel_stats(args[0])
+        return hook
+
+    for n, m in layers:  # hooks on the copy only, which is dropped afterwards
+        m.register_forward_pre_hook(record(n))
+    with torch.no_grad():
+        out_eval, eval_seen = net.eval()(x), dict(seen)
+        out_train, train_seen = net.train()(x), dict(seen)
     rows = []
     for n, m in layers:
         row = {"layer": n, **_gap(train_seen[n], running[n], m.eps)}
@@ -346,7 +359,8 @@ def split_grad_norm(name: str, nets: Sequence[str]) -> tuple[str, str | None]:
     return rest, None
 
 
-def grad_norm_flags(stage: str, names: dict[str, dict[str, Any]], nets: Sequence[str] = ()) -> list[dict[str, Any]]:
+def grad_norm_flags(stage: str, names: dict[str, dict[str, Any]],
+                    nets: Sequence[str] = ()) -> list[dict[str, Any]]:
     """The spec's loss-scale check for one stage: pairs of terms whose last gradient norms on the
     same net (``gn_<term>_<net>``) differ more than :data:`GRAD_NORM_RATIO`-fold, largest first.
     A norm of 0 means the term does not reach that net and is left out."""
@@ -381,33 +395,39 @@ def _amplified(r: "torch.Tensor") -> "torch.Tensor":
     return r * AMPLIFY + 0.5
 
 
+def _phi_cr_rows(method: "Method", x: "torch.Tensor") -> list["torch.Tensor"]:
+    """The grid's four columns for the first :data:`GRID_ROWS` faces of ``x`` ``(N,3,16,16)`` [0,1]:
+    x, regulate(x), residual x4 and the mean residual of all N faces x4 ([0,1] units)."""
+    x_pm, y_pm = phi_cr_pm(method, x)
+    r = (y_pm - x_pm) / 2  # [-1,1] -> [0,1] units
+    k = min(GRID_ROWS, len(x))
+    return [x[:k], batched(method.regulate, x[:k], method.device), _amplified(r[:k]),
+            _amplified(r.mean(0, keepdim=True)).expand(k, -1, -1, -1)]
+
+
+def _sr_rows(method: "Method", x: "torch.Tensor", artificial: bool) -> list["torch.Tensor"]:
+    """LR and SR columns for the first :data:`GRID_ROWS` faces of ``x``."""
+    lr = x[:GRID_ROWS]
+    return [lr, batched(lambda b: method.super_resolve(b, artificial=artificial), lr, method.device)]
+
+
 def residual_grid(method: "Method", faces: Faces) -> "np.ndarray":
     """RGB uint8 grid: rows = :data:`GRID_ROWS` genuine then as many artificial test faces.
 
     With phi_cr, columns input | regulate(x) | residual x4 | mean residual of the whole set x4
-    (the fixed pattern), residuals in [0,1] units; otherwise LR | SR.
+    (the fixed pattern); otherwise LR | SR (the artificial rows through the artificial path).
     """
     import torch
 
     from lrfacebench.bench.figures import grid_array
 
-    groups = [(faces.genuine_test, False), (faces.artificial, True)]
-    if "phi_cr" not in method.nets:
-        lr = torch.cat([x[:GRID_ROWS] for x, _ in groups])
-        sr = torch.cat([batched(lambda b, a=a: method.super_resolve(b, artificial=a), x[:GRID_ROWS], method.device)
-                        for x, a in groups])
-        return grid_array([("LR", lr), ("SR", sr)])
-    columns: list[list[torch.Tensor]] = [[], [], [], []]
-    for x, _ in groups:
-        x_pm, y_pm = phi_cr_pm(method, x)
-        r = (y_pm - x_pm) / 2  # [0,1] units
-        rows = slice(0, GRID_ROWS)
-        for column, images in zip(columns, (x[rows], batched(method.regulate, x[rows], method.device),
-                                            _amplified(r[rows]),
-                                            _amplified(r.mean(0, keepdim=True)).expand_as(r[rows]))):
-            column.append(images)
-    titles = ("input", "phi_cr(x)", "r x4", "mean r x4")
-    return grid_array([(t, torch.cat(c)) for t, c in zip(titles, columns)])
+    if "phi_cr" in method.nets:
+        titles = ("input", "phi_cr(x)", "r x4", "mean r x4")
+        groups = [_phi_cr_rows(method, faces.genuine_test), _phi_cr_rows(method, faces.artificial)]
+    else:
+        titles = ("LR", "SR")
+        groups = [_sr_rows(method, faces.genuine_test, False), _sr_rows(method, faces.artificial, True)]
+    return grid_array([(t, torch.cat(column)) for t, column in zip(titles, zip(*groups))])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -430,7 +450,8 @@ def diagnose(run: Path, genuine: Path | None = None, reference: Path | None = No
                                                      for k, v in faces.sources.items()},
               "phi_cr_residual": phi_cr_residuals(method, faces),
               "lr_consistency": lr_consistency_report(method, faces),
-              "batch_norm": bn_report(method, faces), "metrics": metrics_summary(run / "metrics.csv", list(method.nets))}
+              "batch_norm": bn_report(method, faces),
+              "metrics": metrics_summary(run / "metrics.csv", list(method.nets))}
     report["faces"]["artificial"] = {"source": "to_uint8(DS(hr))", "n": len(faces.artificial)}
     if out is not None:
         io.write_png(out / "residuals.png", residual_grid(method, faces))
@@ -472,8 +493,9 @@ def _render_bn(bn: dict[str, dict[str, Any]]) -> list[str]:
         note = f"; {r['note']}" if "note" in r else ""
         lines.append(f"  {name} ({r['input']}, {r['n']} faces): output gap mean|f_train - f_eval| "
                      f"{r['output_gap']:.4g}{note}")
-        lines += [f"    {x['layer']:<26} {x['mean_gap']:>9.4f} {x['mean_gap_sd']:>8.3f} {x['var_gap_rel']:>8.3f}"
-                  f" | {x['eval_mean_gap_sd']:>8.3f} {x['eval_var_gap_rel']:>8.3f}" for x in r["layers"]]
+        lines += [f"    {x['layer']:<26} {x['mean_gap']:>9.4f} {x['mean_gap_sd']:>8.3f} "
+                  f"{x['var_gap_rel']:>8.3f} | {x['eval_mean_gap_sd']:>8.3f} {x['eval_var_gap_rel']:>8.3f}"
+                  for x in r["layers"]]
     return lines
 
 
@@ -494,8 +516,9 @@ def _render_metrics(metrics: dict[str, Any]) -> list[str]:
     elif not metrics["grad_norm_flags"]:
         lines.append(f"  loss-scale check: no term's last gradient norm is > {GRAD_NORM_RATIO:g}x another's "
                      "on the same net")
-    lines += [f"  loss-scale check FAILED in {f['stage']}: on {f['net'] or 'the shared nets'} the gradient "
-              f"norm of {f['large']} is {f['ratio']:.3g}x that of {f['small']}" for f in metrics["grad_norm_flags"]]
+    lines += [f"  loss-scale check FAILED in {f['stage']}: on {f['net'] or 'the shared nets'} the "
+              f"gradient norm of {f['large']} is {f['ratio']:.3g}x that of {f['small']}"
+              for f in metrics["grad_norm_flags"]]
     return lines
 
 
@@ -521,12 +544,16 @@ def render(report: dict[str, Any]) -> str:
 @click.command("diagnose", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--genuine", type=click.Path(path_type=Path, file_okay=False),
-              help="Genuine LR test faces: a built dataset (its test split) or a plain folder.  [default: the sample's]")
+              help="Genuine LR test faces: a built dataset (its test split) or a plain folder.  "
+                   "[default: the sample's]")
 @click.option("--reference", type=click.Path(path_type=Path, file_okay=False),
-              help="HR test faces (artificial LR = their DS): a built dataset or a plain folder.  [default: the sample's]")
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), help="Output folder.  [default: RUN/diagnose]")
+              help="HR test faces (artificial LR = their quantised DS): a built dataset (its test split) "
+                   "or a plain folder.  [default: the sample's]")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False),
+              help="Output folder.  [default: RUN/diagnose]")
 @click.option("--device", default="cpu", show_default=True, help="cpu, auto, cuda or cuda:N.")
-def diagnose_command(run: Path, genuine: Path | None, reference: Path | None, out: Path | None, device: str) -> None:
+def diagnose_command(run: Path, genuine: Path | None, reference: Path | None, out: Path | None,
+                     device: str) -> None:
     """Diagnose a training run RUN (finished or not; its newest checkpoint).
 
     \b
