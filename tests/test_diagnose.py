@@ -68,6 +68,7 @@ def diagnosed(cr_run, folders, tmp_path_factory) -> tuple[Path, str]:
 def test_phi_cr_residuals_are_finite_and_match_a_recomputation(cr_method, folders, diagnosed):
     out, printed = diagnosed
     report = json.loads((out / "diagnose.json").read_text())
+    assert report["finished"] and report["weights"] == "checkpoints/03_stage2_done.pt"
     res = report["phi_cr_residual"]
     for name in ("genuine_test", "genuine_train", "artificial"):
         assert math.isfinite(res[name]["rms"]) and 0 <= res[name]["rms"] <= 1
@@ -186,3 +187,17 @@ def test_a_folder_that_is_not_a_run_is_a_clear_error(tmp_path, make):
     assert res.exit_code != 0 and str(run) in res.output
     assert ("no such run directory" if make == "missing" else "not a training run") in res.output
     assert "Traceback" not in res.output
+
+
+def test_an_unfinished_run_uses_its_newest_loadable_checkpoint(cr_run, tmp_path):
+    """No final.pt yet, and a newer checkpoint that is broken (a killed save): the newest one that
+    loads is used, with every net."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    for name in ("config.json", "env.json", "metrics.csv"):
+        shutil.copy(cr_run / name, run / name)
+    (run / "checkpoints" / "03_stage2_done.pt").symlink_to(cr_run / "checkpoints" / "03_stage2_done.pt")
+    (run / "checkpoints" / "04_later_00000001.pt").write_bytes(b"half-written")
+    dg.check_run(run)
+    method, weights = dg.load_run_method(run, "cpu")
+    assert weights == "checkpoints/03_stage2_done.pt" and {"phi_cr", "phi_cr_tilde", "D"} <= set(method.nets)
