@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import math
 
 import numpy as np
 import pytest
@@ -137,6 +138,7 @@ def test_gradient_routing_stage1_terms(real):
     t = cr.tilde_generator_losses(x_a, pseudo)
     assert grads_reach(cr, t["L_gan_tilde"]) == {"phi_cr_tilde"}
     assert grads_reach(cr, t["L_tilde_id"]) == {"phi_cr_tilde"}
+    assert grads_reach(cr, t["L_tilde_lowpass"]) == {"phi_cr_tilde"}
     r = cr.nets["phi_cr"](x_g)
     assert grads_reach(cr, cr.disc_loss("D", x_a, r)[0]) == {"D"}
     t = cr.cr_losses(x_a, x_g, r)
@@ -250,6 +252,65 @@ def test_phi_sr_batch_norm_in_stage2(real, mode):
         assert bn_modes == {True}
     with pytest.raises(ValueError, match="sr_bn_stage2"):
         make(n_ids, sr_bn_stage2="sync")
+
+
+@pytest.mark.parametrize("mode", ["fixed", "batch"])
+def test_phi_cr_batch_norm_in_stage1_cc(real, mode):
+    """phi_cr and phi~_cr run their batch norm on fixed statistics ("fixed", the default): the
+    statistics never move, the layers stay in eval mode through every CC step (which also runs
+    phi~_cr in eval mode for Eq. 6) and the trainer's eval()/train(), so phi_cr computes the same
+    in training as at inference; "batch" restores batch statistics."""
+    batch, n_ids = real
+    cr = make(n_ids, cr_bn=mode)
+    nets = [cr.nets["phi_cr"], cr.nets["phi_cr_tilde"]]
+    before = [_bn_statistics(n) for n in nets]
+    assert all(before)
+    for step in range(2):
+        cr.train_step("stage1_cc", batch, step)
+        cr.eval()
+        cr.train()
+    x_g = pm(batch.lr_genuine)
+    with torch.no_grad():
+        train_out = cr.nets["phi_cr"](x_g)
+        cr.eval()
+        eval_out = cr.nets["phi_cr"](x_g)
+        cr.train()
+    moved = [not all(torch.equal(a, b) for a, b in zip(s0, _bn_statistics(n))) for s0, n in zip(before, nets)]
+    if mode == "fixed":
+        assert moved == [False, False] and all(_bn_training_modes(n) == {False} for n in nets)
+        assert torch.equal(train_out, eval_out)
+    else:
+        assert moved == [True, True] and all(_bn_training_modes(n) == {True} for n in nets)
+        assert not torch.equal(train_out, eval_out)
+    assert not torch.equal(cr.nets["phi_cr"].tail.weight, torch.zeros_like(cr.nets["phi_cr"].tail.weight))
+    with pytest.raises(ValueError, match="cr_bn"):
+        make(n_ids, cr_bn="group")
+
+
+def test_gradient_norms_and_probes(real):
+    """With grad_norm_every, a step reports each weighted term's gradient norm on the net it
+    trains, equal to an independent autograd computation; probes measure phi_cr's residual."""
+    batch, n_ids = real
+    cr = make(n_ids, grad_norm_every=1, lambda_rec=3.0, tilde_lowpass_l1=2.0)
+    cr.train_step("stage1_cc", batch, 0)  # move phi_cr away from the identity
+    torch.manual_seed(1)
+    x_a, x_g = pm(batch.lr_artificial), pm(batch.lr_genuine)
+    state = {k: v.clone() for k, v in cr.nets["phi_cr"].state_dict().items()}
+    out = cr.train_step("stage1_cc", batch, 1)
+    for key in ("gn_L_cr_rec_phi_cr", "gn_L_gan_phi_cr", "gn_L_cr_lowpass_phi_cr", "gn_L_gan_tilde_phi_cr_tilde",
+                "gn_L_tilde_lowpass_phi_cr_tilde"):
+        assert key in out and math.isfinite(out[key]) and out[key] >= 0, key
+    # recompute the reconstruction term's gradient norm on the phi_cr of before the step
+    cr.nets["phi_cr"].load_state_dict(state)
+    rec = cr.config.lambda_rec * cr.cr_losses(x_a, x_g, cr.nets["phi_cr"](x_g))["L_cr_rec"]
+    grads = torch.autograd.grad(rec, [p for p in cr.nets["phi_cr"].parameters()])
+    assert out["gn_L_cr_rec_phi_cr"] == pytest.approx(math.sqrt(sum(float(g.pow(2).sum()) for g in grads)), rel=1e-4)
+    assert "gn_L_cr_rec_phi_cr" not in make(n_ids).train_step("stage1_cc", batch, 0)  # off by default
+    probes = cr.probe(batch.lr_genuine, batch.lr_artificial)
+    assert set(probes) == {f"probe_{s}_{k}" for s in ("genuine", "artificial") for k in ("rms", "fixed_share")}
+    assert all(0 <= probes[f"probe_{s}_fixed_share"] <= 1 and probes[f"probe_{s}_rms"] > 0
+               for s in ("genuine", "artificial"))
+    assert make(n_ids, variant="wo_cr").probe(batch.lr_genuine, batch.lr_artificial) == {}
 
 
 # ----- inference -----------------------------------------------------------------------------------
