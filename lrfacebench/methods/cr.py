@@ -204,6 +204,9 @@ class CRConfig(MethodConfig):
     # option: weight of Eq. 6's reconstruction term (the paper: 1). With mean reductions its
     # gradient on phi_cr is ~60x smaller than the GAN term's (measured: gn_* in metrics.csv)
     lambda_rec: float = 1.0
+    # option: weight of mse(phi_cr(x_a), x_a), the identity-mapping loss of CycleGAN (Zhu et al.
+    # 2017, §5.2): a face that is already artificial LR is left as it is
+    lambda_identity: float = 0.0
     lambda_cr: float = 0.06  # Eq. 9
     lambda_cr_sr: float = 0.01  # Eq. 9 (0 for the W/O UL ablation)
     lambda_cr_gan: float = 0.03  # Eq. 9
@@ -214,7 +217,9 @@ class CRConfig(MethodConfig):
     # holds every scale, so phi~_cr stays the identity and Eq. 6 asks phi_cr to be one too)
     tilde_lowpass_l1: float = 0.0
     # small-data options, not in the paper (all off in the paper preset; README, "CR on small data"):
-    d_input: str = "raw"  # "zero_mean": D and D~ see each image minus its per-channel mean
+    d_input: str = "raw"  # "zero_mean": D and D~ see each image minus its per-channel mean;
+    # "highpass": minus its Gaussian blur (sigma 1 px), so they judge blur, noise and compression
+    # and not colour or layout (the frequency separation of Fritsche et al., ICCVW 2019)
     d_augment: tuple[str, ...] = ()  # DiffAugment policy for D and D~ inputs (nn.augment)
     cr_lowpass_l1: float = 0.0  # weight of L1(pool4(phi_cr(x_g)), pool4(x_g)) added to L_cr
     # resolutions of the paper's ambiguities (methods.md §1.5)
@@ -231,7 +236,7 @@ class CRConfig(MethodConfig):
     def validate(self) -> None:
         choices = {"gan_form": ("non_saturating", "saturating"),
                    "cr_grad_into_phi_cr": ("input_path", "none"),
-                   "d_prime_input": ("raw", "l2norm"), "d_input": ("raw", "zero_mean"),
+                   "d_prime_input": ("raw", "l2norm"), "d_input": ("raw", "zero_mean", "highpass"),
                    "sr_bn_stage2": ("frozen", "batch"), "cr_bn": ("fixed", "batch")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -272,6 +277,16 @@ def _no_param_grad(*modules: nn.Module) -> Iterator[None]:
     finally:
         for p, flag in saved:
             p.requires_grad_(flag)
+
+
+def _blur(x: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+    """Separable Gaussian blur (5 taps, reflected borders) of ``(N,C,H,W)``, per channel."""
+    t = torch.arange(-2, 3, dtype=x.dtype, device=x.device)
+    k = torch.exp(-t**2 / (2 * sigma**2))
+    k = k / k.sum()
+    c = x.shape[1]
+    x = F.conv2d(F.pad(x, (2, 2, 0, 0), mode="reflect"), k.view(1, 1, 1, 5).repeat(c, 1, 1, 1), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, 2, 2), mode="reflect"), k.view(1, 1, 5, 1).repeat(c, 1, 1, 1), groups=c)
 
 
 def _floats(terms: Mapping[str, torch.Tensor]) -> dict[str, float]:
@@ -459,6 +474,8 @@ class CR(Method):
         if name in SN_DISCRIMINATORS:
             if self.config.d_input == "zero_mean":
                 x = x - x.mean(dim=(2, 3), keepdim=True)
+            elif self.config.d_input == "highpass":
+                x = x - _blur(x)
             x = diff_augment(x, self.config.d_augment)
         return self.nets[name](x)
 
@@ -519,6 +536,9 @@ class CR(Method):
         with _no_param_grad(self.nets["D"]):
             gan = self._g_adv(self._judge("D", r))
         terms = {"L_cr": c.lambda_rec * rec + c.lambda_gan * gan, "L_cr_rec": rec, "L_gan": gan}
+        if c.lambda_identity > 0:
+            terms["L_cr_identity"] = F.mse_loss(self.nets["phi_cr"](x_a), x_a)
+            terms["L_cr"] = terms["L_cr"] + c.lambda_identity * terms["L_cr_identity"]
         if c.cr_lowpass_l1 > 0:
             terms["L_cr_lowpass"] = F.l1_loss(F.avg_pool2d(r, 4), F.avg_pool2d(x_g, 4))
             terms["L_cr"] = terms["L_cr"] + c.cr_lowpass_l1 * terms["L_cr_lowpass"]
@@ -622,7 +642,8 @@ class CR(Method):
         # Eq. 6, phi_cr step
         cr = self.cr_losses(x_a, x_g, r)
         self._measure_grads(step, {"L_cr_rec": c.lambda_rec * cr["L_cr_rec"], "L_gan": c.lambda_gan * cr["L_gan"],
-                                   "L_cr_lowpass": c.cr_lowpass_l1 * cr.get("L_cr_lowpass", 0 * cr["L_gan"])},
+                                   "L_cr_lowpass": c.cr_lowpass_l1 * cr.get("L_cr_lowpass", 0 * cr["L_gan"]),
+                                   "L_cr_identity": c.lambda_identity * cr.get("L_cr_identity", 0 * cr["L_gan"])},
                             "phi_cr")
         self._update("phi_cr", cr["L_cr"])
         return {**out, "L_D": l_d.item(), "acc_D": acc, **_floats(cr), **self._grad_norms}
