@@ -147,3 +147,37 @@ def test_leaderboard_reads_old_files_renders_significance_and_merges_deltas(tmp_
     assert "x: N=81 against ref (N=62) — small N" in md
     (m,) = merge([r("nearest", 0.48, 0.04, 0.01, 0.07), r("nearest", 0.46, 0.02, -0.01, 0.05, run="s1")])
     assert (m.value, m.delta, m.delta_ci_low, m.delta_ci_high, m.n_runs) == pytest.approx((0.47, 0.03, 0.0, 0.06, 2))
+
+
+def test_seeds_run_each_seed_and_merge(tmp_path, sample_dir):
+    """--seeds runs the benchmark per seed into OUT/seed-S and merges them: n_runs per row, and
+    each seed's delta interval (its own bootstrap weights) averaged."""
+    f = _folders(tmp_path / "in", sample_dir)
+    out = tmp_path / "res"
+    res = CliRunner().invoke(main, ["benchmark", "--table", "degraded", "--methods", "bicubic", "--methods", "nearest",
+                                    "--paired", f"plain={_pairs_folder(f['hr'])}", "--out", str(out),
+                                    "--device", "cpu", "--seeds", "0,1", "--bootstrap", "200"],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    per_seed = [{(r.method, r.metric): r for r in read_rows(out / f"seed-{s}" / "leaderboard.csv")} for s in (0, 1)]
+    merged = {(r.method, r.metric): r for r in read_rows(out / "leaderboard.csv") if r.source == "reproduced"}
+    row = merged[("nearest", "psnr_y")]
+    assert row.n_runs == 2 and row.std == 0  # an untrained method gives the same value at every seed
+    lows = [s[("nearest", "psnr_y")].delta_ci_low for s in per_seed]
+    assert lows[0] != lows[1] and row.delta_ci_low == pytest.approx(sum(lows) / 2)
+    assert "seeds 0, 1" in (out / "LEADERBOARD.md").read_text()
+
+
+def _pairs_folder(hr: Path) -> Path:
+    """A plain paired folder (hr/ and lr/ of the same names) from the HR crops in ``hr``: LR = a
+    blurred 20x20 copy (resized to 16x16 when read)."""
+    from PIL import Image, ImageFilter
+
+    root = hr.parent / "pairs"
+    for sub in ("hr", "lr"):
+        (root / sub).mkdir(parents=True)
+    for p in sorted(hr.iterdir()):
+        img = Image.open(p).convert("RGB")
+        img.save(root / "hr" / f"{p.stem}.png")
+        img.filter(ImageFilter.GaussianBlur(2)).resize((20, 20), Image.BILINEAR).save(root / "lr" / f"{p.stem}.png")
+    return root

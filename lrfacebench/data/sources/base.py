@@ -149,6 +149,15 @@ class LayoutError(ValueError):
     """The root does not hold the source's official layout; the message says what was expected."""
 
 
+SPLIT_DIRS = ("train", "val", "test")  # a first folder of these names gives a plain folder's split
+
+
+def split_dir(source: str) -> str:
+    """The split named by the first folder of a relative posix path (``test/a.jpg`` -> ``test``), else ``""``."""
+    top = source.split("/", 1)[0] if "/" in source else ""
+    return top if top in SPLIT_DIRS else ""
+
+
 def rel(path: Path, root: Path) -> str:
     """``path`` relative to ``root`` as a posix string (the manifest's ``source``)."""
     return path.relative_to(root).as_posix()

@@ -30,11 +30,10 @@ from typing import Any, Callable
 import numpy as np
 
 from lrfacebench.data import degradations
-from lrfacebench.data.sources.base import Annot, Item, LayoutError, LrRule, Problem, Scan, rel
+from lrfacebench.data.sources.base import SPLIT_DIRS, Annot, Item, LayoutError, LrRule, Problem, Scan, rel
 from lrfacebench.io import list_images
 
 KIND = "paired"
-SPLIT_DIRS = ("train", "val", "test")
 # The whole image: a box stated for a 1x1 reference image, scaled to the image's own size.
 WHOLE = Annot(box=(0.0, 0.0, 1.0, 1.0), attrs=(("ref_w", 1), ("ref_h", 1)))
 

@@ -29,11 +29,10 @@ from typing import Any, Callable
 import numpy as np
 
 from lrfacebench.data import degradations
-from lrfacebench.data.sources.base import Item, LayoutError, SceneRule, Scan, Shrunk, rel
+from lrfacebench.data.sources.base import Item, LayoutError, SceneRule, Scan, Shrunk, rel, split_dir
 from lrfacebench.io import list_images
 
 KIND = "paired"
-SPLIT_DIRS = ("train", "val", "test")
 
 
 @dataclass
@@ -64,8 +63,7 @@ def scan(root: Path, opts: Options) -> Scan:
     out = Scan()
     for p in images:
         source = rel(p, root)
-        top = source.split("/", 1)[0] if "/" in source else ""
-        out.items.append(Item(source=source, mode="scene", split=top if top in SPLIT_DIRS else opts.default_split))
+        out.items.append(Item(source=source, mode="scene", split=split_dir(source) or opts.default_split))
     return out
 
 

@@ -13,11 +13,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from lrfacebench.data.sources.base import Annot, Item, LayoutError, Problem, Scan, check_box, rel
+from lrfacebench.data.sources.base import Annot, Item, LayoutError, Problem, Scan, check_box, rel, split_dir
 from lrfacebench.io import list_images
 
 KIND = "genuine"
-SPLIT_DIRS = ("train", "val", "test")
 
 
 @dataclass
@@ -41,11 +40,10 @@ def scan(root: Path, opts: Options) -> Scan:
     for path in images:
         source = rel(path, root)
         known.add(source)
-        top = source.split("/", 1)[0] if "/" in source else ""
         annots = tuple(sidecar.get(source, ()))
         mode = opts.boxes_mode if annots else "detect"
         out.items.append(Item(source=source, mode=mode, annots=annots,
-                              split=top if opts.split_from_dir and top in SPLIT_DIRS else ""))
+                              split=split_dir(source) if opts.split_from_dir else ""))
     for source in sorted(set(sidecar) - known):
         out.problems.append(Problem(opts.boxes, sidecar[source][0].ref.rsplit(":", 1)[1],
                                     f"boxes for missing image {source}"))
