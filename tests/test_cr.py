@@ -142,9 +142,17 @@ def test_gradient_routing_stage1_terms(real):
     r = cr.nets["phi_cr"](x_g)
     assert grads_reach(cr, cr.disc_loss("D", x_a, r)[0]) == {"D"}
     t = cr.cr_losses(x_a, x_g, r)
-    assert t["L_cr_rec"].item() > 0
+    assert t["L_cr_rec"].item() > 0 and "L_cr_identity" not in t  # the identity term is an option
     for term in ("L_cr", "L_cr_rec", "L_gan"):  # Eq. 6: phi_cr only -- never phi~_cr, never D
         assert grads_reach(cr, t[term]) == {"phi_cr"}, term
+    cr = make(n_ids, lambda_identity=3.0, d_input="highpass")
+    cr.enter_stage("stage1_cc")
+    cr.nets["phi_cr"].tail.weight.data.normal_(0, 0.1)
+    r = cr.nets["phi_cr"](x_g)
+    t = cr.cr_losses(x_a, x_g, r)
+    assert t["L_cr_identity"].item() > 0 and grads_reach(cr, t["L_cr_identity"]) == {"phi_cr"}
+    assert t["L_cr"].item() == pytest.approx((t["L_cr_rec"] + 0.2 * t["L_gan"] + 3.0 * t["L_cr_identity"]).item())
+    assert grads_reach(cr, cr.disc_loss("D", x_a, r)[0]) == {"D"}  # through the high-pass input too
 
 
 def test_gradient_routing_stage2_terms(real):
@@ -388,6 +396,13 @@ def test_small_data_options(real):
     for name in ("D", "D_tilde"):
         assert torch.allclose(blind._judge(name, x_g), blind._judge(name, x_g + offset), atol=1e-5)
         assert not torch.allclose(paper._judge(name, x_g), paper._judge(name, x_g + offset), atol=1e-3)
+    # highpass: D and D~ cannot see a colour offset either, but they do see noise
+    sharp = make(n_ids, d_input="highpass")
+    sharp.train(False)
+    for name in ("D", "D_tilde"):
+        assert torch.allclose(sharp._judge(name, x_g), sharp._judge(name, x_g + offset), atol=1e-5)
+        assert not torch.allclose(sharp._judge(name, x_g), sharp._judge(name, x_g + torch.randn_like(x_g) * 0.1),
+                                  atol=1e-3)  # noise is high-frequency: seen
     # the low-pass anchor: l1 of 4x4 mean pools, in L_cr, and it reaches phi_cr only
     anchored = make(n_ids, cr_lowpass_l1=2.0)
     anchored.enter_stage("stage1_cc")

@@ -60,6 +60,13 @@ images minus their per-channel means (``d_input="zero_mean"``), through DiffAugm
 (``cr_lowpass_l1``). With a few hundred genuine faces from a handful of photos, D tells the two
 LR sets apart by each photo's colour cast, and phi_cr then repaints faces instead of changing
 their degradation; the README ("CR on small data") gives the measurements.
+
+Loss-balance options (paper weights by default; the ``cpu`` preset changes them, measured):
+``lambda_rec`` weighs Eq. 6's reconstruction, ``lambda_identity`` adds ``mse(phi_cr(x_a), x_a)``
+(CycleGAN's identity loss) to L_cr, ``tilde_lowpass_l1`` anchors phi~_cr at low pass only, and
+``d_input="highpass"`` shows D and D~ only what a Gaussian blur removes. ``grad_norm_every``
+logs each weighted term's gradient norm on the net it trains (``gn_<term>_<net>``); with mean
+reductions the paper's Eq. 6 gives the GAN term 20-60x the reconstruction's gradient on phi_cr.
 """
 from __future__ import annotations
 
@@ -328,10 +335,18 @@ class CR(Method):
         #   at 0.03, in neither of two runs at 0.003; on the sample, CR's KID to HR faces fell
         #   from 0.499 to 0.452 (bicubic 0.438). (The coloured corner marks of those runs came
         #   from phi_sr's batch statistics in stage 2: see sr_bn_stage2.)
+        # - Eq. 6's reconstruction at 100x the paper's weight and the identity loss on x_a at 300
+        #   (lambda_rec, lambda_identity): at the paper's weights the reconstruction's gradient on
+        #   phi_cr was 20-60x smaller than the GAN term's (gn_* in metrics.csv), and phi_cr painted
+        #   one pattern on every face (fixed share 0.41, RMS 0.10 on artificial faces after 300
+        #   CC iterations); with them, after 600: fixed share 0.16-0.20, RMS 0.025 on artificial
+        #   faces, and regulated LR is closer to artificial LR than the input (Table 5 FID
+        #   -15.9 [-21.8, -9.9]); docs/experiments/2026-12-01-cr-regulariser.md.
         "cpu": {"sr_iterations": 2000, "sr_lr": 5e-4, "sr_adv_weight": 0.0, "fr_iterations": 400,
                 "cc_iterations": 600, "joint_iterations": 600, "tilde_identity_l1": 10.0,
                 "d_input": "zero_mean", "d_augment": ("translation", "cutout"), "cr_lowpass_l1": 10.0,
-                "d_prime_input": "l2norm", "lambda_cr_gan": 0.003},
+                "d_prime_input": "l2norm", "lambda_cr_gan": 0.003, "lambda_rec": 100.0,
+                "lambda_identity": 300.0, "grad_norm_every": 50},
         # a whole `lrfb train cr` in a few seconds: every step of every stage runs twice
         "smoke": {"sr_iterations": 2, "fr_iterations": 2, "cc_iterations": 2,
                   "joint_iterations": 2, "batch_size": 4, "fr_batch_size": 4},
