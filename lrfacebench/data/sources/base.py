@@ -158,6 +158,16 @@ def split_dir(source: str) -> str:
     return top if top in SPLIT_DIRS else ""
 
 
+def images_under(root: Path, source: str) -> list[Path]:
+    """Every image below ``root`` (sorted, :func:`lrfacebench.io.list_images`); none is a layout error."""
+    from lrfacebench.io import list_images
+
+    images = list_images(root)
+    if not images:
+        raise LayoutError(f"{source}: no images found under {root}")
+    return images
+
+
 def rel(path: Path, root: Path) -> str:
     """``path`` relative to ``root`` as a posix string (the manifest's ``source``)."""
     return path.relative_to(root).as_posix()

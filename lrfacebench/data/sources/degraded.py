@@ -30,8 +30,7 @@ from typing import Any, Callable
 import numpy as np
 
 from lrfacebench.data import degradations
-from lrfacebench.data.sources.base import SPLIT_DIRS, Annot, Item, LayoutError, LrRule, Problem, Scan, rel
-from lrfacebench.io import list_images
+from lrfacebench.data.sources.base import SPLIT_DIRS, Annot, Item, LayoutError, LrRule, Problem, Scan, images_under, rel
 
 KIND = "paired"
 # The whole image: a box stated for a 1x1 reference image, scaled to the image's own size.
@@ -88,9 +87,7 @@ def _table(root: Path, name: str, column: str, wanted: Callable[[dict[str, str]]
 
 
 def _tree(root: Path, opts: Options) -> list[tuple[str, str, str]]:
-    images = list_images(root)
-    if not images:
-        raise LayoutError(f"degraded: no images found under {root}")
+    images = images_under(root, "degraded")
     faces = []
     for p in images:
         source = rel(p, root)

@@ -29,8 +29,7 @@ from typing import Any, Callable
 import numpy as np
 
 from lrfacebench.data import degradations
-from lrfacebench.data.sources.base import Item, LayoutError, SceneRule, Scan, Shrunk, rel, split_dir
-from lrfacebench.io import list_images
+from lrfacebench.data.sources.base import Item, LayoutError, SceneRule, Scan, Shrunk, images_under, rel, split_dir
 
 KIND = "paired"
 
@@ -57,9 +56,7 @@ class Options:
 def scan(root: Path, opts: Options) -> Scan:
     if not root.is_dir():
         raise LayoutError(f"degraded_scenes: {root} is not a folder of photos")
-    images = list_images(root)
-    if not images:
-        raise LayoutError(f"degraded_scenes: no images found under {root}")
+    images = images_under(root, "degraded_scenes")
     out = Scan()
     for p in images:
         source = rel(p, root)

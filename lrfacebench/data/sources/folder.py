@@ -13,8 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from lrfacebench.data.sources.base import Annot, Item, LayoutError, Problem, Scan, check_box, rel, split_dir
-from lrfacebench.io import list_images
+from lrfacebench.data.sources.base import Annot, Item, LayoutError, Problem, Scan, check_box, images_under, rel, split_dir
 
 KIND = "genuine"
 
@@ -33,9 +32,7 @@ def scan(root: Path, opts: Options) -> Scan:
         raise ValueError(f"boxes_mode must be 'roi' or 'gt', got {opts.boxes_mode!r}")
     out = Scan()
     sidecar = _sidecar(root, opts, out) if opts.boxes else {}
-    images = list_images(root)
-    if not images:
-        raise LayoutError(f"folder: no images found under {root}")
+    images = images_under(root, "folder")
     known = set()
     for path in images:
         source = rel(path, root)
