@@ -73,8 +73,13 @@ def benchmark_command(all_tables: bool, tables: tuple[str, ...], preset: str, da
     every evaluation under --out, so a killed benchmark resumes without redoing finished work.
 
     \b
-    Writes to OUT: table1.csv ... table7.csv, complexity.csv, leaderboard.csv (long format, our
-    rows and the paper's reported values labelled source=paper), LEADERBOARD.md, figures/, env.json.
+    Every row of a table with a reference method (bicubic; the ablation partner) carries its
+    difference to it with a 95 % paired bootstrap interval over the test faces.
+
+    \b
+    Writes to OUT: table1.csv ... table7.csv, table_degraded.csv, complexity.csv, leaderboard.csv
+    (long format, our rows and the paper's reported values labelled source=paper), LEADERBOARD.md,
+    figures/, env.json.
 
     \b
     Examples:
