@@ -299,7 +299,7 @@ def test_gradient_norms_and_probes(real):
     """With grad_norm_every, a step reports each weighted term's gradient norm on the net it
     trains, equal to an independent autograd computation; probes measure phi_cr's residual."""
     batch, n_ids = real
-    cr = make(n_ids, grad_norm_every=1, lambda_rec=3.0, tilde_lowpass_l1=2.0)
+    cr = make(n_ids, grad_norm_every=1, lambda_rec=3.0, tilde_lowpass_l1=2.0, cr_lowpass_l1=1.0)
     cr.train_step("stage1_cc", batch, 0)  # move phi_cr away from the identity
     torch.manual_seed(1)
     x_a, x_g = pm(batch.lr_artificial), pm(batch.lr_genuine)

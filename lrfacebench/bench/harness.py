@@ -457,6 +457,8 @@ class Benchmark:
         from lrfacebench.metrics.identity import identity_cosine, lr_consistency
         from lrfacebench.metrics.psnr_ssim import measure_tensors
 
+        if not self.data.of_role("paired"):
+            return []
         rec_name = spec["recognizer"]
         embed, rec_key = self.recognizer(rec_name)
         rec_sha = self.provenance(rec_key).get("checkpoint_sha256", "")

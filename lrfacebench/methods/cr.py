@@ -656,10 +656,9 @@ class CR(Method):
         self._update("D", l_d)
         # Eq. 6, phi_cr step
         cr = self.cr_losses(x_a, x_g, r)
-        self._measure_grads(step, {"L_cr_rec": c.lambda_rec * cr["L_cr_rec"], "L_gan": c.lambda_gan * cr["L_gan"],
-                                   "L_cr_lowpass": c.cr_lowpass_l1 * cr.get("L_cr_lowpass", 0 * cr["L_gan"]),
-                                   "L_cr_identity": c.lambda_identity * cr.get("L_cr_identity", 0 * cr["L_gan"])},
-                            "phi_cr")
+        weights = {"L_cr_rec": c.lambda_rec, "L_gan": c.lambda_gan, "L_cr_lowpass": c.cr_lowpass_l1,
+                   "L_cr_identity": c.lambda_identity}
+        self._measure_grads(step, {k: w * cr[k] for k, w in weights.items() if k in cr}, "phi_cr")
         self._update("phi_cr", cr["L_cr"])
         return {**out, "L_D": l_d.item(), "acc_D": acc, **_floats(cr), **self._grad_norms}
 
