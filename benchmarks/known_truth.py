@@ -1,0 +1,241 @@
+"""Known-truth check of the bicubic-free methods: "genuine" LR faces with a known degradation.
+
+The "genuine" LR training faces are made by the real-world degradation chain
+(``lrfb build-dataset degraded``) from HR faces *disjoint* from the HR training set (the embedded
+sample's), and fed unpaired, as WIDER FACE crops would be. The test faces are other HR faces of
+the same pool with the chain at another seed, so every SR output has its true HR face. A method
+that learns the degradation must then beat phi_sr trained on DS pairs alone, and bicubic.
+
+    python scripts/make_sample.py --shared ../shared/data --all-licences --out /tmp/lrfb-dev
+    python benchmarks/known_truth.py --pool /tmp/lrfb-dev --out /tmp/kt --seeds 0,1,2
+
+Steps (each skipped when its output exists, so a killed run resumes):
+1. split the pool's HR faces that are not in the sample, by a hash of the file name, into
+   ``hr_train`` (3/4) and ``hr_test`` (1/4), as folders of links;
+2. ``genuine`` = the chain of ``hr_train`` at seed 1 (training LR), ``test`` = the chain of
+   ``hr_test`` at seed 0 (the paired test set);
+3. the recogniser: CentreFace phi_fr trained on the sample's HR identities only (as Table 2's
+   independent recogniser); no method is trained against it;
+4. per seed: ``cr --variant wo_srri`` (stage 1: phi_sr on DS pairs, phi_cr on the genuine faces;
+   one run gives CR = phi_sr(phi_cr(x)) and "phi_sr alone" = phi_sr(x), the same phi_sr), and
+   ``lrgan``, ``cyclegan`` with ``--preset`` (default ``cpu``);
+5. a ceiling no unpaired method can pass: ``oracle_phi_cr``, phi_cr's network trained supervised
+   on the *true* pairs (genuine LR -> DS(HR)) of the training faces, then each seed's phi_sr;
+6. per face: Y-PSNR, identity cosine, LR consistency |DS(SR) - x|; for CR also the LR
+   restoration PSNR(phi_cr(x), DS(HR)) against PSNR(x, DS(HR)) (row ``input``). Paired bootstrap deltas
+   (1,000 resamples over test faces) per seed, and pooled: the per-face mean over seeds.
+
+Writes ``OUT/known_truth.csv`` (long format) and ``OUT/known_truth.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from lrfacebench.bench.data import paired_set
+from lrfacebench.data.sources.sample import default_root
+from lrfacebench.degrade import downsample, to_uint8
+from lrfacebench.metrics import bootstrap
+from lrfacebench.metrics.identity import identity_cosine, lr_consistency
+from lrfacebench.metrics.psnr_ssim import measure_tensors
+from lrfacebench.metrics.recognition import recognizer_embed
+from lrfacebench.methods import get_method
+from lrfacebench.methods.cr import PhiCR
+from lrfacebench.train import load_method
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+RECOGNIZER = ["cr", "--preset", "cpu", "-o", "sr_iterations=0", "-o", "use_cr=false",
+              "-o", "joint_finetune=false", "--hr", "@sample", "--seed", "1001"]
+METRICS = ("psnr_y", "identity_cos", "lr_consistency")
+
+
+def lrfb(*args: str) -> None:
+    print("+ lrfb", " ".join(args), flush=True)
+    subprocess.run(["lrfb", *args], check=True)
+
+
+def split_pool(pool: Path, out: Path) -> tuple[Path, Path]:
+    """Links to the pool's HR faces (``pool/hr`` of ``make_sample.py``) that are not in the sample:
+    ``out/hr_train`` and ``out/hr_test`` (1 in 4 by a SHA-1 of the file name)."""
+    train, test = out / "hr_train", out / "hr_test"
+    if train.is_dir() and test.is_dir():
+        return train, test
+    sample = {p.name for p in (default_root() / "hr").rglob("*") if p.is_file()}
+    files = sorted(p for p in (pool / "hr").rglob("*")
+                   if p.suffix.lower() in IMAGE_SUFFIXES and p.name not in sample)
+    if not files:
+        raise SystemExit(f"{pool}/hr holds no HR faces outside the sample; build it with scripts/make_sample.py")
+    for folder in (train, test):
+        folder.mkdir(parents=True, exist_ok=True)
+    for p in files:
+        dest = test if int(hashlib.sha1(p.name.encode()).hexdigest(), 16) % 4 == 0 else train
+        (dest / p.name).symlink_to(p.resolve())
+    return train, test
+
+
+def build_sets(out: Path, hr_train: Path, hr_test: Path) -> tuple[Path, Path]:
+    genuine, test = out / "genuine", out / "test"
+    if not (genuine / "manifest.csv").is_file():
+        lrfb("build-dataset", "degraded", "--root", str(hr_train), "--out", str(genuine), "--seed", "1",
+             "-o", "source.default_split=train")
+    if not (test / "manifest.csv").is_file():
+        lrfb("build-dataset", "degraded", "--root", str(hr_test), "--out", str(test), "--seed", "0")
+    return genuine, test
+
+
+def train_runs(out: Path, genuine: Path, seeds: list[int], methods: list[str], preset: str,
+               cr_opts: list[str]) -> dict[tuple[str, int], Path]:
+    runs = {}
+    for method in methods:  # every seed of a method before the next method
+        for seed in seeds:
+            run = out / "runs" / f"{method}-s{seed}"
+            args = [method, "--preset", preset, "--hr", "@sample", "--lr", str(genuine), "--seed", str(seed)]
+            if method == "cr":  # stage 1 only; phi_fr is not used without stage 2
+                args += ["--variant", "wo_srri", "-o", "fr_iterations=0"] + [a for o in cr_opts for a in ("-o", o)]
+            if not (run / "final.pt").is_file():
+                lrfb("train", *args, "--out", str(run))
+            runs[method, seed] = run
+    return runs
+
+
+def train_oracle(genuine: Path, out: Path, iterations: int = 1000, lr: float = 1e-3) -> PhiCR:
+    """PhiCR trained by MSE on the true pairs of the training faces, ``lr16 -> DS(hr64)`` in
+    [-1,1] (Adam, batch 16, seed 0); saved to ``out/oracle_phi_cr.pt`` and reused."""
+    net, path = PhiCR(), out / "oracle_phi_cr.pt"
+    if path.is_file():
+        net.load_state_dict(torch.load(path, weights_only=True))
+        return net.eval()
+    pairs = paired_set("genuine", genuine)
+    x = pairs.lr.images.float() / 255 * 2 - 1
+    y = to_uint8(downsample(pairs.faces.images.float() / 255)).float() / 255 * 2 - 1
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(net.parameters(), lr)
+    for _ in range(iterations):
+        i = torch.randint(len(x), (16,), generator=gen)
+        loss = F.mse_loss(net(x[i]), y[i])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    torch.save(net.state_dict(), path)
+    return net.eval()
+
+
+def _lr_psnr(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    """Per-face PSNR (dB) of ``(N,3,16,16)`` images in [0,1]."""
+    return (10 * torch.log10(1 / (a - b).pow(2).mean(dim=(1, 2, 3)))).numpy()
+
+
+def per_face(sr: torch.Tensor, hr: torch.Tensor, lr: torch.Tensor, embed) -> dict[str, np.ndarray]:
+    """The three per-face metrics of SR ``(N,3,64,64)`` in [0,1], quantised as stored outputs are."""
+    sr = to_uint8(sr).float() / 255
+    return {"psnr_y": np.array([m["psnr_y"] for m in measure_tensors(sr, hr).per_image]),
+            "identity_cos": identity_cosine(embed, sr, hr), "lr_consistency": lr_consistency(sr, lr)}
+
+
+def evaluate(runs: dict[tuple[str, int], Path], test_dir: Path, embed, oracle: PhiCR
+             ) -> dict[tuple[str, int], dict]:
+    """``{(row, seed): {metric: (N,) values}}``; seed -1 for the untrained rows."""
+    test = paired_set("known-truth", test_dir)
+    hr, lr = test.faces.images.float() / 255, test.lr.images.float() / 255
+    clean = to_uint8(downsample(hr)).float() / 255
+    values = {}
+    for name in ("bicubic", "bicubic_noise"):
+        values[name, -1] = per_face(get_method(name)(get_method(name).Config()).super_resolve(lr), hr, lr, embed)
+    values["input", -1] = {"lr_restoration_psnr": _lr_psnr(lr, clean)}  # phi_cr = identity
+    for (method, seed), run in runs.items():
+        m = load_method(run, "cpu")
+        with torch.no_grad():
+            values[method, seed] = per_face(m.super_resolve(lr), hr, lr, embed)
+            if method == "cr":
+                values["phi_sr", seed] = per_face(m.super_resolve(lr, artificial=True), hr, lr, embed)
+                values["cr", seed]["lr_restoration_psnr"] = _lr_psnr(m.regulate(lr), clean)
+                restored = oracle(lr * 2 - 1)
+                values["oracle_phi_cr", seed] = per_face(m.nets["phi_sr"].eval()(restored).add(1).div(2).clamp(0, 1),
+                                                         hr, lr, embed)
+                values["oracle_phi_cr", seed]["lr_restoration_psnr"] = _lr_psnr(restored.add(1).div(2).clamp(0, 1),
+                                                                                 clean)
+    return values
+
+
+def deltas(values: dict, seeds: list[int], pairs: list[tuple[str, str]]) -> pd.DataFrame:
+    """Long table: per seed and pooled (seed ``all``: per-face mean over the seeds) value of every
+    row and metric, with the paired bootstrap delta to ``ref`` for each (row, ref) in ``pairs``."""
+    n = len(values["bicubic", -1]["psnr_y"])
+    w = bootstrap.weights(n)
+
+    def get(row: str, seed: int | str, metric: str) -> np.ndarray | None:
+        if (row, -1) in values:  # untrained rows are the same at every seed
+            return values[row, -1].get(metric)
+        got = [values[row, s][metric] for s in seeds
+               if (seed == "all" or s == seed) and metric in values.get((row, s), {})]
+        return np.mean(got, axis=0) if got else None
+
+    rows = []
+    for seed in [*seeds, "all"]:
+        for metric in (*METRICS, "lr_restoration_psnr"):
+            for row, ref in pairs:
+                a, b = get(row, seed, metric), get(ref, seed, metric)
+                if a is None or b is None:
+                    continue
+                d = bootstrap.paired_delta(float(a.mean()), float(b.mean()), bootstrap.mean_replicates(a, w),
+                                           bootstrap.mean_replicates(b, w))
+                rows.append({"seed": seed, "metric": metric, "method": row, "value": a.mean(), "ref": ref,
+                             "ref_value": b.mean(), "delta": d.value, "ci_low": d.low, "ci_high": d.high,
+                             "significant": d.significant, "n_faces": n})
+    return pd.DataFrame(rows)
+
+
+def markdown(table: pd.DataFrame) -> str:
+    lines = ["| seed | metric | method | value | vs | Δ [95 % CI] |", "|---|---|---|---|---|---|"]
+    for r in table.itertuples():
+        star = "*" if r.significant else ""
+        lines.append(f"| {r.seed} | {r.metric} | {r.method} | {r.value:.4g} | {r.ref} {r.ref_value:.4g} | "
+                     f"{r.delta:+.4g}{star} [{r.ci_low:+.4g}, {r.ci_high:+.4g}] |")
+    n = int(table["n_faces"].iloc[0])
+    return ("\n".join(lines) + f"\n\nN = {n} test faces; * = the paired bootstrap interval (1,000 resamples "
+            "over faces) excludes 0. Seed `all` = per-face mean over the seeds.\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pool", type=Path, required=True, help="output of scripts/make_sample.py (its hr/)")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--methods", default="cr,lrgan,cyclegan")
+    ap.add_argument("--preset", default="cpu")
+    ap.add_argument("--cr-opt", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra CR config override (repeatable)")
+    args = ap.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    methods = args.methods.split(",")
+    args.out.mkdir(parents=True, exist_ok=True)
+    hr_train, hr_test = split_pool(args.pool, args.out)
+    genuine, test = build_sets(args.out, hr_train, hr_test)
+    rec = args.out / "recognizer"
+    if not (rec / "final.pt").is_file():
+        lrfb("train", *RECOGNIZER, "--out", str(rec))
+    runs = train_runs(args.out, genuine, seeds, methods, args.preset, args.cr_opt)
+    torch.set_num_threads(min(torch.get_num_threads(), 2))
+    oracle = train_oracle(genuine, args.out)
+    values = evaluate(runs, test, recognizer_embed(str(rec), "cpu"), oracle)
+    pairs = [("bicubic_noise", "bicubic")] + [(m, "bicubic") for m in ("phi_sr", *methods)]
+    if "cr" in methods:
+        pairs += [("cr", "phi_sr"), ("cr", "input"), ("oracle_phi_cr", "phi_sr"), ("oracle_phi_cr", "input")]
+        pairs += [("cr", m) for m in methods if m != "cr"]
+    table = deltas(values, seeds, pairs)
+    table.to_csv(args.out / "known_truth.csv", index=False)
+    (args.out / "known_truth.md").write_text(markdown(table))
+    print(markdown(table[table["seed"] == "all"]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
