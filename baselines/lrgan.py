@@ -232,18 +232,6 @@ class LRGAN(Method):
     def stages(self) -> list[Stage]:
         return [Stage("train", self.config.iterations, ("hr", "lr_genuine"), self.config.batch_size)]
 
-    def export_official(self, out: str | Path) -> None:
-        """Write the deployed L2H as a lrfacebench weights file (the layout ``lrfb train`` exports
-        as ``final.pt``), so that ``lrfb sr`` and the benchmark use the released model unchanged."""
-        import lrfacebench
-        from lrfacebench import config as cfglib
-        from lrfacebench.io import save_checkpoint
-
-        save_checkpoint(out, {"method": self.name, "config": cfglib.to_dict(self.config),
-                              "config_hash": cfglib.config_hash(self.config),
-                              "nets": self.deployed_state_dict(), "deployed": list(self.deployed),
-                              "lrfacebench": lrfacebench.__version__})
-
     def degrade(self, hr: torch.Tensor) -> torch.Tensor:
         """H2L on ``(N,3,64,64)`` [-1,1] HR with a fresh z ~ N(0, I) per call -> ``(N,3,16,16)``."""
         z = torch.randn(hr.shape[0], self.config.noise_dim, device=hr.device)

@@ -27,19 +27,23 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
-import click
+import numpy as np
+import torch
+from torch import nn
 
 from lrfacebench import io
-
-if TYPE_CHECKING:  # pragma: no cover
-    import numpy as np
-    import torch
-    from torch import nn
-
-    from lrfacebench.data.faces import FaceList
-    from lrfacebench.methods.base import Method
+from lrfacebench.data import faces as facelib
+from lrfacebench.data.faces import FaceList
+from lrfacebench.degrade import downsample
+from lrfacebench.errors import DiagnoseError
+from lrfacebench.grids import grid_array
+from lrfacebench.methods import Method
+from lrfacebench.metrics.identity import lr_consistency
+from lrfacebench.metrics.residual import residual_stats
+from lrfacebench.pixels import quantise, to_unit_float, unit_to_signed
+from lrfacebench.runs import FINAL, list_checkpoints, load_method
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +59,6 @@ CR_BN_INPUTS = {"phi_cr": "genuine_test", "phi_cr_tilde": "artificial", "phi_sr"
                 "phi_fr": "hr", "D_sr": "hr"}
 
 
-class DiagnoseError(ValueError):
-    """RUN is not a run directory that can be diagnosed; the message says why."""
-
-
 @dataclass
 class Faces:
     """The faces a diagnosis looks at, float in [0,1] on the CPU.
@@ -68,10 +68,10 @@ class Faces:
     sources: where each set came from.
     """
 
-    genuine_test: "torch.Tensor"
-    genuine_train: "torch.Tensor"
-    hr: "torch.Tensor"
-    artificial: "torch.Tensor"
+    genuine_test: torch.Tensor
+    genuine_train: torch.Tensor
+    hr: torch.Tensor
+    artificial: torch.Tensor
     sources: dict[str, str]
 
 
@@ -80,8 +80,6 @@ class Faces:
 # ---------------------------------------------------------------------------------------------
 def check_run(run: Path) -> None:
     """Raise :class:`DiagnoseError` unless ``run`` is a run directory written by ``lrfb train``."""
-    from lrfacebench.train import FINAL, list_checkpoints
-
     if not run.is_dir():
         raise DiagnoseError(f"{run}: no such run directory")
     if not (run / "config.json").is_file():
@@ -91,11 +89,9 @@ def check_run(run: Path) -> None:
         raise DiagnoseError(f"{run}: no checkpoint and no final.pt yet (has training started?)")
 
 
-def load_run_method(run: Path, device: str) -> tuple["Method", str]:
+def load_run_method(run: Path, device: str) -> tuple[Method, str]:
     """(method in eval mode, what was loaded): the newest loadable checkpoint with every net, else
     ``final.pt`` (deployed nets only)."""
-    from lrfacebench.train import FINAL, list_checkpoints, load_method
-
     for _, path in reversed(list_checkpoints(run)):
         try:
             return load_method(path, device), path.relative_to(run).as_posix()
@@ -104,20 +100,16 @@ def load_run_method(run: Path, device: str) -> tuple["Method", str]:
     return load_method(run / FINAL, device), FINAL
 
 
-def face_list(folder: Path, kind: str, splits: tuple[str, ...]) -> "FaceList":
+def face_list(folder: Path, kind: str, splits: tuple[str, ...]) -> FaceList:
     """A built dataset's ``splits`` (a folder with manifest.csv), else every image of a plain folder."""
-    from lrfacebench.data import faces as facelib
-
     if (folder / "manifest.csv").is_file():
         return facelib.list_dataset(folder, kind, splits)
     return facelib.list_folder(folder, kind)
 
 
-def training_genuine(run: Path) -> "FaceList":
+def training_genuine(run: Path) -> FaceList:
     """The run's own genuine LR training faces (env.json's ``data.lr``); the sample's training
     split when the run names none or its folder is not here."""
-    from lrfacebench.data import faces as facelib
-
     env = io.read_json(run / "env.json") if (run / "env.json").is_file() else {}
     lr = env.get("data", {}).get("lr") or {}
     source, splits = lr.get("source", "sample"), tuple(lr.get("splits", ("train",)))
@@ -129,25 +121,21 @@ def training_genuine(run: Path) -> "FaceList":
     return facelib.list_sample("lr", ("train",))
 
 
-def artificial_lr(hr: "torch.Tensor") -> "torch.Tensor":
+def artificial_lr(hr: torch.Tensor) -> torch.Tensor:
     """Artificial LR as the benchmark makes it: ``(N,3,64,64)`` [0,1] -> quantised DS ``(N,3,16,16)``
     [0,1]."""
-    from lrfacebench.degrade import downsample, to_uint8
-
-    return to_uint8(downsample(hr)).float() / 255
+    return quantise(downsample(hr))
 
 
 def load_diagnosis_faces(run: Path, genuine: Path | None, reference: Path | None) -> Faces:
     """Genuine test, genuine training and HR test faces (``--genuine``/``--reference`` replace
     the sample's test faces), decoded to float in [0,1]."""
-    from lrfacebench.data import faces as facelib
-
     lists = {"genuine_test": face_list(genuine, "lr", ("test",)) if genuine
              else facelib.list_sample("lr", ("test",)),
              "genuine_train": training_genuine(run),
              "hr": face_list(reference, "hr", ("test",)) if reference
              else facelib.list_sample("hr", ("test",))}
-    images = {k: facelib.load_faces(v).images.float() / 255 for k, v in lists.items()}
+    images = {k: to_unit_float(facelib.load_faces(v).images) for k, v in lists.items()}
     return Faces(genuine_test=images["genuine_test"], genuine_train=images["genuine_train"], hr=images["hr"],
                  artificial=artificial_lr(images["hr"]),
                  sources={k: f"{v.source} ({', '.join(v.splits)})" for k, v in lists.items()})
@@ -156,42 +144,36 @@ def load_diagnosis_faces(run: Path, genuine: Path | None, reference: Path | None
 # ---------------------------------------------------------------------------------------------
 # 1-2: phi_cr's residuals, LR consistency
 # ---------------------------------------------------------------------------------------------
-def batched(fn: Callable[["torch.Tensor"], "torch.Tensor"], x: "torch.Tensor", device: "torch.device",
-            batch: int = BATCH) -> "torch.Tensor":
+def batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, device: torch.device,
+            batch: int = BATCH) -> torch.Tensor:
     """``fn`` over ``x`` in chunks of ``batch`` on ``device``, under no_grad; result on the CPU."""
-    import torch
-
     with torch.no_grad():
         return torch.cat([fn(chunk.to(device)).float().cpu() for chunk in x.split(batch)])
 
 
-def phi_cr_pm(method: "Method", x: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
-    """``(x_pm, phi_cr(x_pm))`` for ``x`` ``(N,3,16,16)`` in [0,1]: CR's [-1,1] input and phi_cr's
+def phi_cr_signed(method: Method, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x_s, phi_cr(x_s))`` for ``x`` ``(N,3,16,16)`` in [0,1]: CR's [-1,1] input and phi_cr's
     unclamped output (regulate() clamps, which would hide part of the residual)."""
-    x_pm = 2 * x - 1
-    return x_pm, batched(method.nets["phi_cr"], x_pm, method.device)
+    x_signed = unit_to_signed(x)
+    return x_signed, batched(method.nets["phi_cr"], x_signed, method.device)
 
 
-def phi_cr_residuals(method: "Method", faces: Faces) -> dict[str, Any] | None:
+def phi_cr_residuals(method: Method, faces: Faces) -> dict[str, Any] | None:
     """residual_stats of phi_cr on each face set, [-1,1] units; None without phi_cr."""
-    from lrfacebench.metrics.residual import residual_stats
-
     if "phi_cr" not in method.nets:
         return None
     out: dict[str, Any] = {"units": "[-1,1]"}
     for name in ("genuine_test", "genuine_train", "artificial"):
-        s = residual_stats(*phi_cr_pm(method, getattr(faces, name)))
+        s = residual_stats(*phi_cr_signed(method, getattr(faces, name)))
         out[name] = {"rms": s.rms, "fixed_share": s.fixed_share, "n": s.n}
     out["artificial_rms_limit"] = ARTIFICIAL_RMS_LIMIT
     out["artificial_rms_ok"] = out["artificial"]["rms"] < ARTIFICIAL_RMS_LIMIT
     return out
 
 
-def lr_consistency_report(method: "Method", faces: Faces) -> dict[str, float]:
+def lr_consistency_report(method: Method, faces: Faces) -> dict[str, float]:
     """Mean ``|DS(SR) - x|`` ([0,1] units) of the whole method (SR = super_resolve) on the genuine
     test faces."""
-    from lrfacebench.metrics.identity import lr_consistency
-
     sr = batched(method.super_resolve, faces.genuine_test, method.device)
     return {"mean": float(lr_consistency(sr, faces.genuine_test).mean()), "n": len(faces.genuine_test)}
 
@@ -199,22 +181,20 @@ def lr_consistency_report(method: "Method", faces: Faces) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------
 # 3: batch norm
 # ---------------------------------------------------------------------------------------------
-def bn_layers(net: "nn.Module") -> list[tuple[str, "nn.Module"]]:
+def bn_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
     """(name, module) of every batch-norm layer of ``net`` that keeps running statistics."""
-    from torch import nn
-
     return [(n, m) for n, m in net.named_modules()
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
 
 
-def _channel_stats(x: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel (mean, biased variance) of a BN input ``(N,C,...)``, float64: what BN normalises with."""
     dims = [d for d in range(x.ndim) if d != 1]
     x = x.detach().double()
     return x.mean(dims), x.var(dims, unbiased=False)
 
 
-def _gap(batch: tuple["torch.Tensor", "torch.Tensor"], running: tuple["torch.Tensor", "torch.Tensor"],
+def _gap(batch: tuple[torch.Tensor, torch.Tensor], running: tuple[torch.Tensor, torch.Tensor],
          eps: float) -> dict[str, float]:
     """Channel means of |batch mean - running mean| (raw and in running-sd units) and of
     |batch var - running var| / running var."""
@@ -225,7 +205,7 @@ def _gap(batch: tuple["torch.Tensor", "torch.Tensor"], running: tuple["torch.Ten
             "var_gap_rel": float(((bv - rv).abs() / rv).mean())}
 
 
-def bn_gaps(net: "nn.Module", x: "torch.Tensor") -> dict[str, Any]:
+def bn_gaps(net: nn.Module, x: torch.Tensor) -> dict[str, Any]:
     """Batch-norm train/eval gaps of ``net`` on its typical input ``x`` (one batch, on the net's device).
 
     Per BN layer: the gap between its input's batch statistics and its running statistics when
@@ -234,8 +214,6 @@ def bn_gaps(net: "nn.Module", x: "torch.Tensor") -> dict[str, Any]:
     ``|f_train(x) - f_eval(x)|``. Runs on a deep copy, eval before train, so no running
     statistic of ``net`` (or of the copy, before it is compared) changes.
     """
-    import torch
-
     net = copy.deepcopy(net)
     layers = bn_layers(net)
     if not layers:
@@ -244,7 +222,7 @@ def bn_gaps(net: "nn.Module", x: "torch.Tensor") -> dict[str, Any]:
     seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # layer -> stats of its latest input
 
     def record(name: str) -> Callable[..., None]:
-        def hook(module: "nn.Module", args: tuple["torch.Tensor", ...]) -> None:
+        def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
             seen[name] = _channel_stats(args[0])
         return hook
 
@@ -262,7 +240,7 @@ def bn_gaps(net: "nn.Module", x: "torch.Tensor") -> dict[str, Any]:
             "n": len(x)}
 
 
-def bn_input(method: "Method", name: str, faces: Faces) -> tuple[str, "torch.Tensor"] | str:
+def bn_input(method: Method, name: str, faces: Faces) -> tuple[str, torch.Tensor] | str:
     """(description, batch) of net ``name``'s typical input, or why there is none.
 
     CR (:data:`CR_BN_INPUTS`): phi_cr genuine, phi_cr_tilde and phi_sr artificial LR, phi_fr and
@@ -270,20 +248,18 @@ def bn_input(method: "Method", name: str, faces: Faces) -> tuple[str, "torch.Ten
     genuine faces in [0,1] (the Method interface's range; a net that works in [-1,1] sees a
     shifted input, so treat its gaps as indicative).
     """
-    from torch import nn
-
     if method.name == "cr":
         if name not in CR_BN_INPUTS:
             return "no typical image input"
         which = CR_BN_INPUTS[name]
-        return f"{which} [-1,1]", 2 * getattr(faces, which) - 1
+        return f"{which} [-1,1]", unit_to_signed(getattr(faces, which))
     first = next((m for m in method.nets[name].modules() if isinstance(m, nn.Conv2d)), None)
     if first is None or first.in_channels != 3:
         return "first layer is not a 3-channel conv"
     return "genuine_test [0,1]", faces.genuine_test
 
 
-def bn_training_notes(method: "Method") -> dict[str, str]:
+def bn_training_notes(method: Method) -> dict[str, str]:
     """Nets whose batch norm CR's config keeps in eval mode while training (``cr_bn``,
     ``sr_bn_stage2``): their train-mode gap never occurs there, only the eval columns apply."""
     config = method.config
@@ -295,7 +271,7 @@ def bn_training_notes(method: "Method") -> dict[str, str]:
     return {k: v for k, v in notes.items() if k in method.nets}
 
 
-def bn_report(method: "Method", faces: Faces) -> dict[str, dict[str, Any]]:
+def bn_report(method: Method, faces: Faces) -> dict[str, dict[str, Any]]:
     """:func:`bn_gaps` of every net of ``method`` (plus ``note`` from :func:`bn_training_notes`);
     ``{"skipped": reason}`` where it cannot run."""
     out = {}
@@ -390,37 +366,33 @@ def metrics_summary(path: Path, nets: Sequence[str] = ()) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # 5: residual grid
 # ---------------------------------------------------------------------------------------------
-def _amplified(r: "torch.Tensor") -> "torch.Tensor":
+def _amplified(r: torch.Tensor) -> torch.Tensor:
     """A residual in [0,1] units shown as ``r * AMPLIFY + 0.5`` (grid_array clamps to [0,1])."""
     return r * AMPLIFY + 0.5
 
 
-def _phi_cr_rows(method: "Method", x: "torch.Tensor") -> list["torch.Tensor"]:
+def _phi_cr_rows(method: Method, x: torch.Tensor) -> list[torch.Tensor]:
     """The grid's four columns for the first :data:`GRID_ROWS` faces of ``x`` ``(N,3,16,16)`` [0,1]:
     x, regulate(x), residual x4 and the mean residual of all N faces x4 ([0,1] units)."""
-    x_pm, y_pm = phi_cr_pm(method, x)
-    r = (y_pm - x_pm) / 2  # [-1,1] -> [0,1] units
+    x_signed, y_signed = phi_cr_signed(method, x)
+    r = (y_signed - x_signed) / 2  # [-1,1] -> [0,1] units
     k = min(GRID_ROWS, len(x))
     return [x[:k], batched(method.regulate, x[:k], method.device), _amplified(r[:k]),
             _amplified(r.mean(0, keepdim=True)).expand(k, -1, -1, -1)]
 
 
-def _sr_rows(method: "Method", x: "torch.Tensor", artificial: bool) -> list["torch.Tensor"]:
+def _sr_rows(method: Method, x: torch.Tensor, artificial: bool) -> list[torch.Tensor]:
     """LR and SR columns for the first :data:`GRID_ROWS` faces of ``x``."""
     lr = x[:GRID_ROWS]
     return [lr, batched(lambda b: method.super_resolve(b, artificial=artificial), lr, method.device)]
 
 
-def residual_grid(method: "Method", faces: Faces) -> "np.ndarray":
+def residual_grid(method: Method, faces: Faces) -> np.ndarray:
     """RGB uint8 grid: rows = :data:`GRID_ROWS` genuine then as many artificial test faces.
 
     With phi_cr, columns input | regulate(x) | residual x4 | mean residual of the whole set x4
     (the fixed pattern); otherwise LR | SR (the artificial rows through the artificial path).
     """
-    import torch
-
-    from lrfacebench.bench.figures import grid_array
-
     if "phi_cr" in method.nets:
         titles = ("input", "phi_cr(x)", "r x4", "mean r x4")
         groups = [_phi_cr_rows(method, faces.genuine_test), _phi_cr_rows(method, faces.artificial)]
@@ -437,8 +409,6 @@ def diagnose(run: Path, genuine: Path | None = None, reference: Path | None = No
              out: Path | None = None) -> dict[str, Any]:
     """Every number of a diagnosis of ``run`` (see the module docstring) as one JSON-able dict;
     with ``out``, also writes ``out/diagnose.json`` and ``out/residuals.png``."""
-    from lrfacebench.train import FINAL
-
     run = Path(run)
     check_run(run)
     method, weights = load_run_method(run, device)
@@ -536,40 +506,3 @@ def render(report: dict[str, Any]) -> str:
     if "files" in report:
         lines += ["", f"wrote {report['files']['json']} and {report['files']['png']}"]
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI
-# ---------------------------------------------------------------------------------------------
-@click.command("diagnose", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("run", type=click.Path(path_type=Path))
-@click.option("--genuine", type=click.Path(path_type=Path, file_okay=False),
-              help="Genuine LR test faces: a built dataset (its test split) or a plain folder.  "
-                   "[default: the sample's]")
-@click.option("--reference", type=click.Path(path_type=Path, file_okay=False),
-              help="HR test faces (artificial LR = their quantised DS): a built dataset (its test split) "
-                   "or a plain folder.  [default: the sample's]")
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False),
-              help="Output folder.  [default: RUN/diagnose]")
-@click.option("--device", default="cpu", show_default=True, help="cpu, auto, cuda or cuda:N.")
-def diagnose_command(run: Path, genuine: Path | None, reference: Path | None, out: Path | None,
-                     device: str) -> None:
-    """Diagnose a training run RUN (finished or not; its newest checkpoint).
-
-    \b
-    Reports phi_cr's residual on genuine and artificial faces (CR), LR consistency,
-    batch-norm train/eval gaps of every net and a summary of metrics.csv; writes
-    diagnose.json and residuals.png.
-
-    \b
-    Examples:
-      lrfb diagnose runs/cr-smoke
-      lrfb diagnose runs/cr-cpu --genuine lrfb-data/widerface --out /tmp/diag
-    """
-    from lrfacebench.data.faces import DatasetError
-
-    try:
-        report = diagnose(run, genuine, reference, device, out or run / "diagnose")
-    except (DiagnoseError, DatasetError) as e:
-        raise click.ClickException(str(e)) from None
-    click.echo(render(report))

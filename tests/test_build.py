@@ -21,7 +21,7 @@ from PIL import Image
 
 from lrfacebench.cli import main
 from lrfacebench.data.detect import read_dlib_xml, shrink_to_face_size
-from lrfacebench.data.shards import MANIFEST_COLUMNS
+from lrfacebench.data.manifest import COLUMNS as MANIFEST_COLUMNS
 from lrfacebench.io import read_rgb
 
 FAST = ["-o", "detector.scales=[2.0]", "--device", "cpu"]

@@ -472,7 +472,8 @@ def test_smoke_training_on_real_faces(real):
 def test_smoke_preset_trains_through_the_engine(tmp_path, sample_dir):
     """`lrfb train cr --preset smoke` on the embedded sample: every stage runs, every loss term
     is logged, and the exported deployed nets super-resolve genuine LR."""
-    from lrfacebench.train import load_method, train
+    from lrfacebench.runs import load_method
+    from lrfacebench.training.loop import train
 
     out = train("cr", "smoke", out=tmp_path / "run", device="cpu", seed=0,
                 overrides=["engine.keep_stage_checkpoints=false"])

@@ -15,7 +15,8 @@ WORKER = """
 import os, sys
 from pathlib import Path
 import torch
-from lrfacebench.train import RunSpec, Trainer
+from lrfacebench.training.loop import Trainer
+from lrfacebench.training.spec import RunSpec
 from test_train import TinySR
 
 out = Path(sys.argv[1])

@@ -18,7 +18,7 @@ from lrfacebench.cli import main
 from lrfacebench.data import degradations
 from lrfacebench.data.build import build, resolve_config
 from lrfacebench.data.faces import list_dataset
-from lrfacebench.data.shards import MANIFEST_COLUMNS
+from lrfacebench.data.manifest import COLUMNS as MANIFEST_COLUMNS
 from lrfacebench.data.sources.sample import default_root
 from lrfacebench.degrade import downsample, imresize, to_uint8
 from lrfacebench.io import read_rgb

@@ -22,7 +22,8 @@ from lrfacebench import diagnose as dg
 from lrfacebench.cli import main
 from lrfacebench.data.faces import list_folder, list_sample, load_faces
 from lrfacebench.metrics.residual import residual_stats
-from lrfacebench.train import load_method, train
+from lrfacebench.runs import load_method
+from lrfacebench.training.loop import train
 
 N_FACES = 16  # faces copied into each plain test folder
 

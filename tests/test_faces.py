@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from lrfacebench.data.faces import DatasetError, Feeder, list_dataset, list_sample, load_faces
+from lrfacebench.data.faces import list_dataset, list_sample, load_faces
+from lrfacebench.errors import DatasetError
+from lrfacebench.training.feeder import Feeder
 from lrfacebench.degrade import downsample, imresize, to_uint8
 from lrfacebench.io import read_rgb, write_png
 from lrfacebench.methods.base import Stage

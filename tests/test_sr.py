@@ -11,8 +11,9 @@ from click.testing import CliRunner
 
 from lrfacebench.degrade import imresize, to_uint8, upsample
 from lrfacebench.io import read_rgb
-from lrfacebench.sr import sr_command
-from lrfacebench.train import load_method, train
+from lrfacebench.cli.sr import sr_command
+from lrfacebench.runs import load_method
+from lrfacebench.training.loop import train
 from test_train import TINY, TinySR
 
 

@@ -24,7 +24,10 @@ from torch import nn
 from lrfacebench.degrade import downsample, upsample
 from lrfacebench.io import load_checkpoint
 from lrfacebench.methods.base import Batch, Method, MethodConfig, Stage
-from lrfacebench.train import TrainError, list_checkpoints, load_method, methods_command, train, train_command
+from lrfacebench.cli.train import methods_command, train_command
+from lrfacebench.errors import TrainError
+from lrfacebench.runs import list_checkpoints, load_method
+from lrfacebench.training.loop import train
 
 TINY = "test_train:TinySR"
 TESTS = Path(__file__).resolve().parent
@@ -154,7 +157,7 @@ def test_smoke_run_writes_a_complete_run_directory(smoke_run):
 
 
 def test_sample_grid_restores_modes_and_rng():
-    from lrfacebench.train import sample_grid
+    from lrfacebench.training.samples import sample_grid
 
     m = TinySR(TinyConfig(), "cpu")
     m.nets["sr"][1].eval()  # e.g. a frozen BatchNorm stays frozen

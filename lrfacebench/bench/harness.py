@@ -28,6 +28,9 @@ from lrfacebench.bench.data import BenchData, TestSet, build_degraded_sample, bu
 from lrfacebench.bench.leaderboard import Row, merge, render_markdown, write_rows
 from lrfacebench.degrade import downsample, to_uint8
 from lrfacebench.metrics import bootstrap
+from lrfacebench.runs import FINAL, load_method, load_recognizer, train_seconds
+from lrfacebench.training.loop import train
+from lrfacebench.training.spec import SAMPLE
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -196,7 +199,6 @@ class Benchmark:
     def ensure_trained(self, key: RunKey) -> Path | None:
         """The finished run of ``key`` (trained now if missing or unfinished); None if untrained."""
         from lrfacebench.methods import get_method
-        from lrfacebench.train import FINAL, SAMPLE, train
 
         cls = get_method(key.method)
         if not cls(cls.make_config("smoke", key.variant), "cpu").stages():
@@ -216,8 +218,6 @@ class Benchmark:
 
     def method(self, key: RunKey) -> Any:
         """The method of ``key`` in eval mode on the benchmark device (trained if needed)."""
-        from lrfacebench.train import load_method
-
         if key not in self._methods:
             run = self.ensure_trained(key)
             self._methods[key] = load_method(run if run is not None else key.method, self.device)
@@ -225,8 +225,6 @@ class Benchmark:
 
     def provenance(self, key: RunKey | None) -> dict[str, str]:
         """Row fields naming what produced a result: run, checkpoint and config hashes, versions."""
-        from lrfacebench.train import FINAL
-
         if key in self._provenance:
             return self._provenance[key]
         prov = {"lrfb_version": self.env["lrfacebench"], "git_sha": self.env.get("git_sha") or "",
@@ -394,13 +392,11 @@ class Benchmark:
     def recognizer(self, name: str) -> tuple[Callable, RunKey]:
         """``embed`` ((N,3,64,64) [0,1] -> (N,D)) of the recogniser ``name`` of ``tables.toml``,
         a net trained inside a run."""
-        from lrfacebench.metrics.recognition import recognizer_embed
-
         spec = load_recognizers()[name]
         key = RunKey(spec["run"], spec.get("variant", "default"), spec.get("seed_offset", 0),
                      tuple(spec.get("overrides", ())))
         run = self.ensure_trained(key)
-        return recognizer_embed(f"{run}:{spec['net']}", str(self.device)), key
+        return load_recognizer(f"{run}:{spec['net']}", str(self.device)), key
 
     def eval_rank1(self, table: str, spec: Mapping[str, Any]) -> list[Result]:
         from lrfacebench.metrics.recognition import rank1_cmc
@@ -519,7 +515,7 @@ class Benchmark:
                                  higher_is_better=True, protocol=f"{arch}; batch {c['large_batch']}; {dev}")]
                 run = self.ensure_trained(key)
                 if run is not None:
-                    out.append(self._row(table, None, key, metric="train_hours", value=_train_seconds(run) / 3600,
+                    out.append(self._row(table, None, key, metric="train_hours", value=train_seconds(run) / 3600,
                                          protocol=f"wall time of the run ({PRESETS[self.cfg.preset]} preset); {dev}"))
                 return [Result(row, key.label) for row in out]
             parts = {"kind": "complexity", "run": self.provenance(key).get("checkpoint_sha256", key.label),
@@ -616,12 +612,3 @@ def _replicates(values: Iterable[float], w: Any) -> list[float] | None:
 
     v = np.asarray(list(values), dtype=np.float64)
     return bootstrap.mean_replicates(v, w).tolist() if np.isfinite(v).all() else None
-
-
-def _train_seconds(run: Path) -> float:
-    """Cumulative training time of a run: the last ``time_s`` of its ``metrics.csv``."""
-    import csv
-
-    with open(run / "metrics.csv", newline="") as f:
-        times = [float(r["time_s"]) for r in csv.DictReader(f)]
-    return max(times) if times else 0.0

@@ -1,8 +1,4 @@
-"""``lrfb build-dataset``: recipe -> plan -> shards (resumable, parallel) -> merge -> carded dataset.
-
-Heavy modules (torch, the detector, the shard worker) are imported inside functions so that
-``lrfb --help`` stays instant.
-"""
+"""A dataset build: recipe -> plan -> shards (resumable, parallel) -> merge -> carded dataset."""
 from __future__ import annotations
 
 import dataclasses
@@ -16,15 +12,13 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-import click
+from lrfacebench.errors import BuildError, LrfbError
 
 if TYPE_CHECKING:
     from lrfacebench.data.shards import BuildConfig, MergeResult, Plan
 
 log = logging.getLogger(__name__)
 
-SOURCE_NAMES = ("pipa", "dukemtmc", "widerface", "celeba", "helen", "folder", "video", "sample", "degraded",
-                "degraded_scenes")
 # What a build writes into --out; --overwrite removes only these.
 OUTPUTS = ("plan.json", "shards", "crops", "lr16", "hr64", "rejected", "review", "manifest.csv",
            "rejected.csv", "unreadable.csv", "stats.json", "DATASET_CARD.md", "size_histogram.png")
@@ -36,7 +30,7 @@ def load_recipe(name: str) -> dict[str, Any]:
 
     res = resources.files("lrfacebench.pipelines").joinpath(f"{name}.toml")
     if not res.is_file():
-        raise click.ClickException(f"no recipe pipelines/{name}.toml in the installed package")
+        raise BuildError(f"no recipe pipelines/{name}.toml in the installed package")
     return tomllib.loads(res.read_text(encoding="utf-8"))
 
 
@@ -65,24 +59,11 @@ def resolve_config(source: str, config_file: Path | None = None, overrides: Sequ
     if seed is not None:
         name = cfg.source.get("name", cfg.name)
         if "seed" not in {f.name for f in dataclasses.fields(get_source(name).Options)}:
-            raise ValueError(f"--seed: source {name!r} draws nothing at random and has no seed "
-                             "(degraded and degraded_scenes have one)")
+            raise LrfbError(f"{seed}: source {name!r} draws nothing at random and has no seed "
+                            "(degraded and degraded_scenes have one)", param="seed")
         cfg.source["seed"] = seed
     cfg.reader_options()  # validate the [source] table now, with the reader's own error messages
     return cfg
-
-
-def parse_shard(spec: str | None) -> tuple[int, int]:
-    """``"I/N"`` -> (I, N) with 0 <= I < N; ``None`` -> (0, 1)."""
-    if not spec:
-        return 0, 1
-    try:
-        i, n = (int(v) for v in spec.split("/"))
-    except ValueError:
-        raise click.BadParameter(f"expected I/N (e.g. 0/4), got {spec!r}", param_hint="--shard") from None
-    if not 0 <= i < n:
-        raise click.BadParameter(f"need 0 <= I < N, got {spec}", param_hint="--shard")
-    return i, n
 
 
 def claim_out(out: Path, plan: "Plan", cfg: "BuildConfig", plan_hash: str, overwrite: bool) -> None:
@@ -101,14 +82,14 @@ def claim_out(out: Path, plan: "Plan", cfg: "BuildConfig", plan_hash: str, overw
             return
         if not overwrite:
             what = "items (inputs or --limit)" if old.get("plan_hash") != plan_hash else "config"
-            raise click.ClickException(
+            raise BuildError(
                 f"{out} holds a build with different {what} (plan {str(old.get('plan_hash'))[:12]}, config "
                 f"{str(old.get('config_hash'))[:12]}). Use another --out, or --overwrite to discard it.")
         for name in OUTPUTS:
             p = out / name
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     elif out.is_dir() and any(out.iterdir()):
-        raise click.ClickException(f"{out} is not empty and holds no build (no plan.json); choose an empty --out")
+        raise BuildError(f"{out} is not empty and holds no build (no plan.json); choose an empty --out")
     write_json(meta, {"source": plan.source, "kind": plan.kind, "root": str(plan.root), "plan_hash": plan_hash,
                       "config_hash": cfg.compat_hash(), "n_items": len(plan.items), "n_shards": plan.n_shards,
                       "shard_size": plan.shard_size, "config": cfglib.to_dict(cfg)})
@@ -198,7 +179,7 @@ def build(cfg: "BuildConfig", root: Path, out: Path, workers: int = 1, shard: tu
         log.warning("kept faces of shard(s) %s lack their PNGs; rebuilding those shards", result.redo)
         for s in result.redo:
             shard_path(out, s).unlink(missing_ok=True)
-    raise click.ClickException(f"shards {result.redo} still lack face PNGs after rebuilding; is {out} writable?")
+    raise BuildError(f"shards {result.redo} still lack face PNGs after rebuilding; is {out} writable?")
 
 
 def summary(result: "MergeResult", out: Path, seconds: float) -> list[str]:
@@ -228,92 +209,14 @@ def summary(result: "MergeResult", out: Path, seconds: float) -> list[str]:
     return lines
 
 
-@click.command("build-dataset")
-@click.argument("source", type=click.Choice(SOURCE_NAMES))
-@click.option("--root", type=click.Path(path_type=Path), default=None,
-              help="Dataset folder in the source's official layout (a video file or folder for `video`). "
-                   "Not needed for `sample`.")
-@click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False),
-              help="Output folder; rerun the same command to resume an interrupted build.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
-              help="Worker processes on this machine (one detector each).")
-@click.option("--shard", "shard_spec", default=None, metavar="I/N",
-              help="Build only shards s with s % N == I (spread one build over jobs sharing --out).")
-@click.option("--limit", type=click.IntRange(0), default=None, help="Only the first N photos/frames (quick runs).")
-@click.option("--device", default=None, help="Detector device: auto, cpu, cuda or cuda:N [recipe: auto].")
-@click.option("--seed", type=int, default=None,
-              help="Seed of sources that draw at random (degraded: the degradation of each face) [recipe: 0].")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="TOML/JSON file overriding the recipe.")
-@click.option("-o", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override one recipe value, e.g. -o filters.max_avg_size=20 -o source.stride=30.")
-@click.option("--exclude", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Reviewer exclusion list (face ids, or source+box rows); kept in OUT/exclusions.csv.")
-@click.option("--overwrite", is_flag=True, help="Discard a previous build in --out made with other settings.")
-@click.option("--dry-run", is_flag=True, help="Read the source, print the plan and the resolved recipe, build nothing.")
-def build_dataset_command(source: str, root: Path | None, out: Path, workers: int, shard_spec: str | None,
-                          limit: int | None, device: str | None, seed: int | None, config_file: Path | None,
-                          overrides: tuple[str, ...], exclude: tuple[Path, ...], overwrite: bool,
-                          dry_run: bool) -> None:
-    """Detect tiny faces in photos or video (or crop paired HR/LR sets) into a carded dataset.
-
-    \b
-    SOURCE: pipa, dukemtmc, widerface (genuine-LR faces of average size <= 16 px found by a
-    tiny-face detector), celeba, helen (64x64 HR + 16x16 LR = DS(HR) pairs), folder, video
-    (any images or videos), sample (the embedded sample; no --root needed), degraded (HR
-    faces of any folder, a built paired set or the sample + a seeded real-world degradation
-    chain as LR, parameters per face in the manifest), degraded_scenes (photos shrunk until
-    their faces are 8-16 px and JPEG-stored, faces detected there, HR cut from the original).
-    Settings come from the recipe pipelines/SOURCE.toml, then --config, then -o KEY=VALUE.
-
-    \b
-    Writes into OUT: manifest.csv (one row per kept face), crops/ (native size), lr16/,
-    hr64/ (paired sets), rejected.csv (candidate, reason), unreadable.csv (file, line,
-    reason), stats.json, review/*.jpg contact sheets, DATASET_CARD.md, size_histogram.png.
-    A killed build resumes where it stopped when the same command is run again.
-
-    \b
-    Examples:
-      lrfb build-dataset sample --out lrfb-data/sample
-      lrfb build-dataset pipa --root /data/PIPA --out lrfb-data/lr-pipa --workers 4
-      lrfb build-dataset video --root clip.mp4 --out lrfb-data/clip -o source.stride=10
-      lrfb build-dataset degraded --root lrfb-data/helen --out lrfb-data/helen-degraded --seed 1
-      lrfb build-dataset pipa --root /data/PIPA --out lrfb-data/lr-pipa --exclude review-decisions.csv
-    """
-    from lrfacebench.data.sources.base import LayoutError
-
-    t0 = time.perf_counter()
-    if root is None:
-        if source != "sample":
-            raise click.UsageError(f"--root is required for {source}")
-        from lrfacebench.data.sources.sample import default_root
-
-        root = default_root()
-    if not root.exists():
-        raise click.BadParameter(f"{root} does not exist", param_hint="--root")
-    try:
-        cfg = resolve_config(source, config_file, overrides, limit, device, seed)
-        if dry_run:
-            _dry_run(cfg, root)
-            return
-        result = build(cfg, root, out, workers, parse_shard(shard_spec), exclude, overwrite)
-    except (LayoutError, ValueError, FileNotFoundError) as e:
-        raise click.ClickException(str(e)) from None
-    if result is None:
-        click.echo(f"shard job {shard_spec} finished its shards; the merge runs when the last job finishes "
-                   f"(or run the command again without --shard). Output: {out}")
-        return
-    for line in summary(result, out, time.perf_counter() - t0):
-        click.echo(line)
-
-
-def _dry_run(cfg: "BuildConfig", root: Path) -> None:
+def describe_plan(cfg: "BuildConfig", root: Path) -> str:
+    """What a dry run shows: the resolved recipe and the plan (items, shards, annotation problems)."""
     from lrfacebench import config as cfglib
     from lrfacebench.data.shards import make_plan
 
     plan = make_plan(cfg, root)
-    click.echo(json.dumps(cfglib.to_dict(cfg), indent=2, default=str))
-    click.echo(f"{plan.source} ({plan.kind}) at {plan.root}: {len(plan.items):,} items in {plan.n_shards:,} shards "
-               f"of {plan.shard_size}; {len(plan.problems):,} annotation problems")
-    for p in plan.problems[:10]:
-        click.echo(f"  {p.file}:{p.line}: {p.reason}")
+    lines = [json.dumps(cfglib.to_dict(cfg), indent=2, default=str),
+             f"{plan.source} ({plan.kind}) at {plan.root}: {len(plan.items):,} items in {plan.n_shards:,} shards "
+             f"of {plan.shard_size}; {len(plan.problems):,} annotation problems"]
+    lines += [f"  {p.file}:{p.line}: {p.reason}" for p in plan.problems[:10]]
+    return "\n".join(lines)

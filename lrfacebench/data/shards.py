@@ -40,17 +40,10 @@ from lrfacebench.data.filters import (Candidate, FilterConfig, crop_face, crop_r
 from lrfacebench.data.sources import get_source
 from lrfacebench.data.sources import rule as source_rule
 from lrfacebench.data.sources.base import Annot, Item, LrRule, Problem, SceneRule, Shrunk, best_annot
-from lrfacebench.io import (UnreadableImage, atomic_path, read_rgb, sha256_bytes, sha256_file, sha256_json,
-                            write_json)
+from lrfacebench.data.manifest import REJECTED_COLUMNS, UNREADABLE_COLUMNS, manifest_columns, write_csv
+from lrfacebench.io import UnreadableImage, read_rgb, sha256_file, sha256_json, write_json, write_png
 
 log = logging.getLogger(__name__)
-
-MANIFEST_COLUMNS = ("face_id", "source", "frame", "time_s", "x1", "y1", "x2", "y2", "score", "width",
-                    "height", "identity", "split", "crop", "lr16", "hr64", "sha256")
-REJECTED_COLUMNS = ("candidate", "reason", "source", "frame", "time_s", "x1", "y1", "x2", "y2", "score",
-                    "width", "height", "crop", "detail")
-UNREADABLE_COLUMNS = ("file", "line", "reason")
-
 
 @dataclass
 class BuildOptions:
@@ -447,7 +440,7 @@ class _ShardWorker:
             if per_reason[reason] < self.cfg.build.review_per_reason:
                 per_reason[reason] += 1
                 crop = f"rejected/{fid}.png"
-                write_png_bytes(self.out / crop, face.crop)
+                write_png(self.out / crop, face.crop)
             rejected.append({**_box_row(fid, face), "candidate": fid, "reason": reason, "crop": crop,
                              "detail": ""})
         self.counts["kept"] += len(kept)
@@ -481,14 +474,14 @@ class _ShardWorker:
         """Write the face's PNGs; returns its manifest row and its LR image (16x16 RGB uint8)."""
         b = self.cfg.build
         crop_rel, lr_rel = f"crops/{fid}.png", f"lr16/{fid}.png"
-        digest = write_png_bytes(self.out / crop_rel, face.crop)
+        digest = write_png(self.out / crop_rel, face.crop)
         if face.hr is not None:
             hr_rel = f"hr64/{fid}.png"
-            write_png_bytes(self.out / hr_rel, face.hr)
+            write_png(self.out / hr_rel, face.hr)
             lr = face.lr if face.lr is not None else _downsample(face.hr, b.hr_size // b.lr_size)
         else:
             hr_rel, lr = "", _resize(face.crop, b.lr_size)
-        write_png_bytes(self.out / lr_rel, lr)
+        write_png(self.out / lr_rel, lr)
         return {**_box_row(fid, face), "identity": face.identity, "split": face.item.split,
                 "crop": crop_rel, "lr16": lr_rel, "hr64": hr_rel, "sha256": digest, **face.columns}, lr
 
@@ -576,18 +569,6 @@ def _downsample(rgb: np.ndarray, factor: int) -> np.ndarray:
     return _to_rgb(downsample(_to_tensor(rgb), factor))
 
 
-def write_png_bytes(path: Path, rgb: np.ndarray) -> str:
-    """Write RGB uint8 ``rgb`` as PNG atomically; returns the sha256 of the file bytes."""
-    from PIL import Image
-
-    buf = _io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG")
-    data = buf.getvalue()
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    return sha256_bytes(data)
-
-
 # ---- merge ----------------------------------------------------------------------------------
 def load_shards(out: Path, n_shards: int) -> list[dict[str, Any]]:
     return [json.loads(shard_path(out, i).read_text()) for i in range(n_shards)]
@@ -605,15 +586,6 @@ def done_shards(out: Path, n_shards: int, plan_hash: str) -> set[int]:
             except (OSError, json.JSONDecodeError):
                 pass  # cannot happen with atomic writes; redo the shard if it does
     return done
-
-
-def write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict[str, Any] | Sequence[Any]]) -> None:
-    """Write a CSV atomically (rows as dicts keyed by ``columns`` or as sequences)."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(columns)
-        for r in rows:
-            w.writerow([r.get(c, "") for c in columns] if isinstance(r, dict) else list(r))
 
 
 # ---- exclusions -----------------------------------------------------------------------------
@@ -780,12 +752,6 @@ def merge(out: Path, plan: Plan, cfg: BuildConfig, plan_hash: str, exclusions: E
     write_card(out)
     write_csv(out / "manifest.csv", manifest_columns(plan.source), final)
     return MergeResult(manifest=final, stats=stats)
-
-
-def manifest_columns(source: str) -> tuple[str, ...]:
-    """:data:`MANIFEST_COLUMNS`, then the extra columns of the source's rule (if any)."""
-    rule = source_rule(source)
-    return MANIFEST_COLUMNS + (tuple(rule.columns) if rule else ())
 
 
 def write_review(out: Path, kept: list[dict[str, Any]], rejected: list[dict[str, Any]],
