@@ -494,14 +494,15 @@ class Benchmark:
         """Parameters and inference time of each method's *paper* architecture (whatever preset
         trained it: timing does not depend on the weights), and the wall time of its run."""
         from lrfacebench.methods import get_method
-        from lrfacebench.metrics.complexity import method_complexity
+        from lrfacebench.metrics.complexity import model_complexity
 
         rows = []
         for key in self._methods_of(spec):
             def compute(key: RunKey = key) -> list[Result]:
                 cls = get_method(key.method)
-                paper = cls(cls.make_config("paper", key.variant), self.device)
-                c = method_complexity(paper, self.device, **TIMING[self.cfg.preset])
+                paper = cls(cls.make_config("paper", key.variant), self.device).eval()
+                c = model_complexity(paper.super_resolve, paper.parameter_counts(), self.device,
+                                     **TIMING[self.cfg.preset])
                 arch = "paper architecture, counted from code"
                 dev = f"device={c['device_name']}"
                 out = [self._row(table, None, key, metric="params_deployed_M", value=c["params_deployed"] / 1e6,
