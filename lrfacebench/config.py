@@ -21,6 +21,11 @@ else:  # pragma: no cover
 C = TypeVar("C")
 
 
+def parse_toml(text: str) -> dict[str, Any]:
+    """A TOML document (a recipe, the benchmark's table specs) as a dict."""
+    return tomllib.loads(text)
+
+
 def load_file(path: str | Path) -> dict[str, Any]:
     """Read a ``.toml`` or ``.json`` config file into a dict."""
     path = Path(path)

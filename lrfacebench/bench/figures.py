@@ -1,21 +1,14 @@
-"""Figures of the benchmark: qualitative grids (paper Fig. 4/5), CMC curves and metric bars."""
+"""Plots of the benchmark: CMC curves and metric bars (PNG, written atomically)."""
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 
-from lrfacebench.grids import CELL, grid_array
-from lrfacebench.io import atomic_path, write_png
-
-
-def image_grid(columns: Sequence[tuple[str, torch.Tensor]], path: str | Path, cell: int = CELL) -> None:
-    """Write :func:`grid_array` of ``columns`` as a PNG."""
-    write_png(path, grid_array(columns, cell))
+from lrfacebench.io import atomic_path
 
 
 def cmc_plot(curves: Mapping[str, np.ndarray], path: str | Path, title: str = "CMC") -> None:

@@ -1,7 +1,7 @@
 """The long (tidy) leaderboard: one row per (table, dataset, method, variant, metric) result.
 
 Reproduced rows and the paper's reported values share one schema; ``source`` tells them
-apart and the Markdown rendering labels reported values explicitly. Wide tables, merges
+apart and the Markdown rendering labels reported values explicitly. Wide tables, aggregates
 across runs/machines (mean ± std over seeds) and best-value marking all derive from it.
 
 A row may carry its difference to the table's reference method on the same test faces
@@ -103,7 +103,7 @@ def read_rows(path: str | Path) -> list[Row]:
         return out
 
 
-def merge(rows: Sequence[Row]) -> list[Row]:
+def aggregate(rows: Sequence[Row]) -> list[Row]:
     """Combine repeated results (same key: several seeds/machines) into mean ± std rows.
 
     Rows that already carry a std from within-run trials (e.g. rank-1 over 10 trials) and

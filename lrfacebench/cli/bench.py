@@ -93,8 +93,9 @@ def benchmark_command(all_tables: bool, tables: tuple[str, ...], preset: str, da
       lrfb benchmark --all --preset paper --device cuda --data celeba=data/celeba \\
           --data widerface=data/wider --data lr-pipa=data/lr-pipa --data helen=data/helen
     """
-    from lrfacebench.bench.harness import TABLE_ORDER, BenchConfig, Benchmark, load_tables, run_seeds
-    from lrfacebench.bench.leaderboard import merge, render_markdown
+    from lrfacebench.bench.config import TABLE_ORDER, BenchConfig, load_tables, table_titles
+    from lrfacebench.bench.harness import Benchmark, run_seeds
+    from lrfacebench.bench.leaderboard import aggregate, render_markdown
 
     selected = tuple(_table_name(t) for t in tables) if tables and not all_tables else TABLE_ORDER
     cfg = BenchConfig(preset=preset, tables=selected, methods=methods, data=_pairs(data, "--data"),
@@ -102,9 +103,8 @@ def benchmark_command(all_tables: bool, tables: tuple[str, ...], preset: str, da
                       paired=_pairs(paired, "--paired"), runs=str(runs) if runs else "", out=str(out),
                       device=device, seed=seed, fid_mode=fid_mode, inception=str(inception) if inception else "",
                       trials=trials, bootstrap=bootstrap)
-    rows = run_seeds(cfg, _seeds(seeds)) if _seeds(seeds) else merge(Benchmark(cfg).run())
-    titles = {t: s.get("title", t) for t, s in load_tables().items()}
-    click.echo(render_markdown([r for r in rows if r.source == "reproduced"], titles))
+    rows = run_seeds(cfg, _seeds(seeds)) if _seeds(seeds) else aggregate(Benchmark(cfg).run())
+    click.echo(render_markdown([r for r in rows if r.source == "reproduced"], table_titles(load_tables())))
     click.echo(f"wrote {out}/leaderboard.csv, {out}/LEADERBOARD.md and the table CSVs")
 
 
@@ -124,12 +124,12 @@ def merge_command(results: tuple[Path, ...], out: Path) -> None:
     Example: lrfb leaderboard merge results-s0 results-s1 results-s2 --out published
     """
     from lrfacebench import io
-    from lrfacebench.bench.leaderboard import merge, read_rows, render_markdown, write_rows
+    from lrfacebench.bench.leaderboard import aggregate, read_rows, render_markdown, write_rows
 
     rows = []
     for path in results:
         rows += read_rows(path / "leaderboard.csv" if path.is_dir() else path)
-    merged = merge(rows)
+    merged = aggregate(rows)
     write_rows(out / "leaderboard.csv", merged)
     io.write_text(out / "LEADERBOARD.md", "# lrfacebench leaderboard (merged)\n\nMerged from: "
                   + ", ".join(f"`{p}`" for p in results) + "\n\n" + render_markdown(merged))
