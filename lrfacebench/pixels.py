@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lrfacebench.degrade import to_uint8
+from lrfacebench.degrade import downsample, imresize, to_uint8
 
 
 def rgb_to_tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -24,6 +24,17 @@ def rgb_to_tensor(rgb: np.ndarray) -> torch.Tensor:
 def tensor_to_rgb(x: torch.Tensor) -> np.ndarray:
     """``(N,3,H,W)`` float in [0,1] -> ``(N,H,W,3)`` uint8 (quantised with ``to_uint8``), on the CPU."""
     return uint8_to_rgb(to_uint8(x.detach().cpu()))
+
+
+def resize_rgb(rgb: np.ndarray, size: int) -> np.ndarray:
+    """``degrade.imresize`` (MATLAB bicubic, antialiased) of an RGB uint8 ``(h,w,3)`` image to
+    ``(size,size,3)`` uint8."""
+    return tensor_to_rgb(imresize(rgb_to_tensor(rgb), (size, size)))[0]
+
+
+def downsample_rgb(rgb: np.ndarray, factor: int) -> np.ndarray:
+    """``degrade.downsample`` (DS) of an RGB uint8 ``(H,W,3)`` image, quantised again to uint8."""
+    return tensor_to_rgb(downsample(rgb_to_tensor(rgb), factor))[0]
 
 
 def uint8_to_rgb(u8: torch.Tensor) -> np.ndarray:

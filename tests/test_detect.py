@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from lrfacebench.data.detect import (Detection, DetectorConfig, box_iou, evaluate_on_annotated,
-                                     load_dlib_annotated, make_detector, match_greedy, read_dlib_xml,
-                                     shrink_to_face_size)
+from lrfacebench.data.annotated import evaluate_on_annotated, load_dlib_annotated, match_greedy, shrink_to_face_size
+from lrfacebench.data.detect import Detection, DetectorConfig, box_iou, make_detector
+from lrfacebench.data.sources.base import read_dlib_xml
 from lrfacebench.data.filters import FilterConfig, quality_filter
 
 

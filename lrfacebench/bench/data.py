@@ -25,7 +25,8 @@ import torch
 
 from lrfacebench import io
 from lrfacebench.data import faces as facelib
-from lrfacebench.data.build import build, resolve_config
+from lrfacebench.data.build import build
+from lrfacebench.data.recipe import resolve_config
 from lrfacebench.data.sources.sample import default_root
 from lrfacebench.degrade import downsample, to_uint8
 from lrfacebench.errors import DatasetError

@@ -75,7 +75,8 @@ def build_dataset_command(source: str, root: Path | None, out: Path, workers: in
       lrfb build-dataset degraded --root lrfb-data/helen --out lrfb-data/helen-degraded --seed 1
       lrfb build-dataset pipa --root /data/PIPA --out lrfb-data/lr-pipa --exclude review-decisions.csv
     """
-    from lrfacebench.data.build import build, describe_plan, resolve_config, summary
+    from lrfacebench.data.build import build, describe_plan, summary
+    from lrfacebench.data.recipe import resolve_config
     from lrfacebench.data.sources.sample import default_root
 
     t0 = time.perf_counter()

@@ -1,21 +1,40 @@
-"""A dataset build: recipe -> plan -> shards (resumable, parallel) -> merge -> carded dataset."""
+"""Sharded, resumable dataset building (img2dataset style): recipe -> plan -> shards (in this
+process or a pool of workers, or spread over jobs sharing ``--out``) -> merge -> carded dataset.
+
+Layout of ``--out``::
+
+    plan.json             source, root, resolved config and its hash, plan hash, shard count
+    shards/s00003.json    shard 3's records (kept faces, rejected candidates, unreadable inputs,
+                          stats), written last by its worker: its existence means "shard done"
+    crops/ lr16/ hr64/    face PNGs named by face id, written atomically by the workers
+    rejected/             up to ``review_per_reason`` crops per rejection reason and shard
+    manifest.csv ...      written by the merge (:func:`lrfacebench.data.merge.merge_shards`)
+
+A build killed at any moment and restarted ends with exactly the manifest of an uninterrupted build.
+"""
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
+import multiprocessing as mp
 import os
 import shutil
 import sys
 import time
-from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
-from lrfacebench.errors import BuildError, LrfbError
+import torch
+from tqdm import tqdm
 
-if TYPE_CHECKING:
-    from lrfacebench.data.shards import BuildConfig, MergeResult, Plan
+from lrfacebench import config as cfglib
+from lrfacebench.data.exclusions import Exclusions
+from lrfacebench.data.merge import MergeResult, merge_shards
+from lrfacebench.data.plan import BuildPlan, done_shards, make_plan, shard_path
+from lrfacebench.data.recipe import BuildConfig
+from lrfacebench.data.worker import ShardJob, run_shard
+from lrfacebench.errors import BuildError
+from lrfacebench.io import write_json
 
 log = logging.getLogger(__name__)
 
@@ -24,57 +43,12 @@ OUTPUTS = ("plan.json", "shards", "crops", "lr16", "hr64", "rejected", "review",
            "rejected.csv", "unreadable.csv", "stats.json", "DATASET_CARD.md", "size_histogram.png")
 
 
-def load_recipe(name: str) -> dict[str, Any]:
-    """The packaged recipe ``pipelines/<name>.toml`` as a dict."""
-    from lrfacebench.config import tomllib
-
-    res = resources.files("lrfacebench.pipelines").joinpath(f"{name}.toml")
-    if not res.is_file():
-        raise BuildError(f"no recipe pipelines/{name}.toml in the installed package")
-    return tomllib.loads(res.read_text(encoding="utf-8"))
-
-
-def resolve_config(source: str, config_file: Path | None = None, overrides: Sequence[str] = (),
-                   limit: int | None = None, device: str | None = None,
-                   seed: int | None = None) -> "BuildConfig":
-    """Recipe of ``source`` <- ``--config`` file <- ``-o key=value`` <- ``--limit``/``--device``/``--seed``.
-
-    ``seed`` sets ``source.seed``; a source without one (no randomness) is a ``ValueError``.
-    """
-    from lrfacebench import config as cfglib
-    from lrfacebench.data.shards import BuildConfig
-    from lrfacebench.data.sources import get_source
-
-    layers = [load_recipe(source)]
-    if config_file is not None:
-        layers.append(cfglib.load_file(config_file))
-    layers.append(cfglib.parse_overrides(list(overrides)))
-    cli: dict[str, Any] = {}
-    if limit is not None:
-        cli["build"] = {"limit": limit}
-    if device is not None:
-        cli["detector"] = {"device": device}
-    layers.append(cli)
-    cfg = cfglib.resolve(BuildConfig, *layers)
-    if seed is not None:
-        name = cfg.source.get("name", cfg.name)
-        if "seed" not in {f.name for f in dataclasses.fields(get_source(name).Options)}:
-            raise LrfbError(f"{seed}: source {name!r} draws nothing at random and has no seed "
-                            "(degraded and degraded_scenes have one)", param="seed")
-        cfg.source["seed"] = seed
-    cfg.reader_options()  # validate the [source] table now, with the reader's own error messages
-    return cfg
-
-
-def claim_out(out: Path, plan: "Plan", cfg: "BuildConfig", plan_hash: str, overwrite: bool) -> None:
+def claim_out(out: Path, plan: BuildPlan, cfg: BuildConfig, plan_hash: str, overwrite: bool) -> None:
     """Make ``out`` this build's directory: new, or the same plan and config (resume).
 
     A directory holding another build is refused unless ``overwrite``; a non-empty directory
     that holds no build at all is always refused.
     """
-    from lrfacebench import config as cfglib
-    from lrfacebench.io import write_json
-
     meta = out / "plan.json"
     if meta.is_file():
         old = json.loads(meta.read_text())
@@ -111,19 +85,13 @@ def remove_temp_files(out: Path) -> int:
     return n
 
 
-def run_shards(jobs: list[Any], workers: int, total_items: int) -> None:
+def run_shards(jobs: list[ShardJob], workers: int, total_items: int) -> None:
     """Run shard jobs in this process (``workers == 1``) or in a spawn pool, one detector per process."""
-    from tqdm import tqdm
-
-    from lrfacebench.data.shards import run_shard
-
     with tqdm(total=total_items, unit="img", desc="build", file=sys.stderr, disable=None) as bar:
         if workers <= 1 or len(jobs) <= 1:
             for job in jobs:
                 run_shard(job, bar.update)
             return
-        import multiprocessing as mp
-
         threads = max(1, (os.cpu_count() or 1) // workers)
         with mp.get_context("spawn").Pool(min(workers, len(jobs)), initializer=_init_worker,
                                            initargs=(threads,)) as pool:
@@ -132,21 +100,16 @@ def run_shards(jobs: list[Any], workers: int, total_items: int) -> None:
 
 
 def _init_worker(threads: int) -> None:
-    import torch
-
     torch.set_num_threads(min(torch.get_num_threads(), threads))
 
 
-def build(cfg: "BuildConfig", root: Path, out: Path, workers: int = 1, shard: tuple[int, int] = (0, 1),
-          exclude: Sequence[Path] = (), overwrite: bool = False) -> "MergeResult | None":
+def build(cfg: BuildConfig, root: Path, out: Path, workers: int = 1, shard: tuple[int, int] = (0, 1),
+          exclude: Sequence[Path] = (), overwrite: bool = False) -> MergeResult | None:
     """Build (or resume) the dataset of ``cfg`` from ``root`` into ``out``.
 
     Returns the merge result, or ``None`` when this job (``shard=(I, N)``) finished its shards
     but others are still missing.
     """
-    from lrfacebench import config as cfglib
-    from lrfacebench.data.shards import Exclusions, ShardJob, done_shards, make_plan, merge, shard_path
-
     t0 = time.perf_counter()
     plan = make_plan(cfg, root)
     scan_s = time.perf_counter() - t0
@@ -173,7 +136,7 @@ def build(cfg: "BuildConfig", root: Path, out: Path, workers: int = 1, shard: tu
         if len(done_shards(out, plan.n_shards, plan_hash)) < plan.n_shards:
             return None
         extra = {"timings": {"scan_s": round(scan_s, 3), "wall_s_last_run": round(time.perf_counter() - t0, 3)}}
-        result = merge(out, plan, cfg, plan_hash, exclusions, extra)
+        result = merge_shards(out, plan, cfg, plan_hash, exclusions, extra)
         if not result.redo:
             return result
         log.warning("kept faces of shard(s) %s lack their PNGs; rebuilding those shards", result.redo)
@@ -182,7 +145,7 @@ def build(cfg: "BuildConfig", root: Path, out: Path, workers: int = 1, shard: tu
     raise BuildError(f"shards {result.redo} still lack face PNGs after rebuilding; is {out} writable?")
 
 
-def summary(result: "MergeResult", out: Path, seconds: float) -> list[str]:
+def summary(result: MergeResult, out: Path, seconds: float) -> list[str]:
     """The one-screen report printed at the end of a build."""
     st = result.stats
     c = st["counts"]
@@ -209,11 +172,8 @@ def summary(result: "MergeResult", out: Path, seconds: float) -> list[str]:
     return lines
 
 
-def describe_plan(cfg: "BuildConfig", root: Path) -> str:
+def describe_plan(cfg: BuildConfig, root: Path) -> str:
     """What a dry run shows: the resolved recipe and the plan (items, shards, annotation problems)."""
-    from lrfacebench import config as cfglib
-    from lrfacebench.data.shards import make_plan
-
     plan = make_plan(cfg, root)
     lines = [json.dumps(cfglib.to_dict(cfg), indent=2, default=str),
              f"{plan.source} ({plan.kind}) at {plan.root}: {len(plan.items):,} items in {plan.n_shards:,} shards "

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from lrfacebench.data.sources.base import Annot, Item, LayoutError, Problem, Scan, rel
+from lrfacebench.data.sources.base import Annot, Item, LayoutError, Problem, Scan, read_dlib_xml, rel
 from lrfacebench.io import list_images
 
 KIND = "genuine"
@@ -72,8 +72,6 @@ def scan(root: Path, opts: Options) -> Scan:
 
 def _xml_faces(root: Path, out: Scan) -> dict[str, list[Annot]]:
     """Face boxes of the dlib XML files, keyed by image path relative to the sample root."""
-    from lrfacebench.data.detect import read_dlib_xml
-
     faces: dict[str, list[Annot]] = {}
     for name in ANNOTATIONS:
         path = root / name
