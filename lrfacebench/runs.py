@@ -21,7 +21,6 @@ A training checkpoint holds ``format``, ``method``, ``config`` (+ ``config_hash`
 """
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import re
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import pandas as pd
 import torch
 
 import lrfacebench
@@ -143,10 +143,9 @@ class MetricsCSV:
 
 
 def train_seconds(run: Path) -> float:
-    """Cumulative training time of a run: the last ``time_s`` of its ``metrics.csv``."""
-    with open(run / "metrics.csv", newline="") as f:
-        times = [float(r["time_s"]) for r in csv.DictReader(f)]
-    return max(times) if times else 0.0
+    """Cumulative training time of a run: the largest ``time_s`` of its ``metrics.csv``."""
+    times = pd.read_csv(run / "metrics.csv")["time_s"]
+    return float(times.max()) if len(times) else 0.0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -289,7 +289,7 @@ def _randomised(net: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_lrgan_official_state_dict_loads_strictly(tmp_path, faces) -> None:
-    from lrfacebench.baselines.lrgan import L2HGenerator, LRGAN, load_official_l2h
+    from lrfacebench.baselines.lrgan import LRGAN, L2HGenerator, load_official_l2h
 
     torch.manual_seed(3)
     state = _randomised(L2HGenerator(layout="official"))

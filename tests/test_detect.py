@@ -7,8 +7,8 @@ import torch
 
 from lrfacebench.data.annotated import evaluate_on_annotated, load_dlib_annotated, match_greedy, shrink_to_face_size
 from lrfacebench.data.detect import Detection, DetectorConfig, box_iou, make_detector
-from lrfacebench.data.sources.base import read_dlib_xml
 from lrfacebench.data.filters import FilterConfig, quality_filter
+from lrfacebench.data.sources.base import read_dlib_xml
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from lrfacebench.data.faces import list_dataset, list_sample, load_faces
-from lrfacebench.errors import DatasetError
-from lrfacebench.training.feeder import Feeder
 from lrfacebench.degrade import downsample, imresize, to_uint8
+from lrfacebench.errors import DatasetError
 from lrfacebench.io import read_rgb, write_png
 from lrfacebench.methods.base import Stage
+from lrfacebench.training.feeder import Feeder
 
 COLUMNS = ("face_id,source,frame,time_s,x1,y1,x2,y2,score,width,height,identity,split,crop,lr16,hr64,sha256").split(",")
 

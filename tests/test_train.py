@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from torch import nn
 
+from lrfacebench.cli.train import methods_command, train_command
 from lrfacebench.degrade import downsample, upsample
+from lrfacebench.errors import TrainError
 from lrfacebench.io import load_checkpoint
 from lrfacebench.methods.base import Batch, Method, MethodConfig, Stage
-from lrfacebench.cli.train import methods_command, train_command
-from lrfacebench.errors import TrainError
 from lrfacebench.runs import list_checkpoints, load_method
 from lrfacebench.training.loop import train
 

@@ -14,7 +14,6 @@ the folder was given for) where a folder was named.
 """
 from __future__ import annotations
 
-import csv
 import logging
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 
 from lrfacebench import io
@@ -116,28 +116,27 @@ def list_dataset(root: str | Path, kind: Kind, splits: Sequence[str] = ("train",
     if not manifest.is_file():
         raise DatasetError(f"{root}: no manifest.csv; expected a folder written by "
                            "`lrfb build-dataset ... --out DIR`", kind)
-    with open(manifest, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DatasetError(f"{manifest}: missing column(s) {missing}; found {reader.fieldnames}")
-        rows = list(reader)
-    if not rows:
+    try:
+        rows = pd.read_csv(manifest, dtype=str, keep_default_na=False).fillna("")
+    except pd.errors.EmptyDataError:
+        rows = pd.DataFrame()
+    missing = [c for c in REQUIRED_COLUMNS if c not in rows.columns]
+    if missing:
+        raise DatasetError(f"{manifest}: missing column(s) {missing}; found {list(rows.columns)}")
+    if rows.empty:
         raise DatasetError(f"{root}: manifest.csv has no faces (empty dataset)", kind)
     column = "hr64" if kind == "hr" else "lr16"
-    with_image = [r for r in rows if (r[column] or "").strip()]
-    if not with_image:
+    with_image = rows[rows[column].str.strip() != ""]
+    if with_image.empty:
         hint = ("it looks like a genuine-LR set: pass it with --lr, and a paired HR set "
                 "(celeba, helen) with --hr") if kind == "hr" else "every lr16 cell is empty"
         raise DatasetError(f"{root}: no {column} images in manifest.csv; {hint}", kind)
     if len(with_image) < len(rows):
         log.warning("%s: %d of %d rows have no %s image and are skipped", root,
                     len(rows) - len(with_image), len(rows), column)
-    mask = _select_splits([r["split"] or "" for r in with_image], splits, str(root), kind)
-    chosen = [r for r, keep in zip(with_image, mask) if keep]
-    return FaceList(kind=kind, source=str(root), paths=[root / r[column] for r in chosen],
-                    names=[r["face_id"] for r in chosen],
-                    labels=[(r["identity"] or "").strip() for r in chosen],
+    chosen = with_image[_select_splits(with_image["split"].tolist(), splits, str(root), kind)]
+    return FaceList(kind=kind, source=str(root), paths=[root / p for p in chosen[column]],
+                    names=chosen["face_id"].tolist(), labels=chosen["identity"].str.strip().tolist(),
                     sha256=io.sha256_file(manifest), splits=tuple(splits))
 
 
@@ -157,15 +156,14 @@ def list_folder(root: str | Path, kind: Kind) -> FaceList:
 
 def list_sample(kind: Kind, splits: Sequence[str] = ("train",), root: Path = SAMPLE_DIR) -> FaceList:
     """Rows of the embedded sample: ``hr`` = its HR crops, ``lr`` = its genuine-LR crops."""
-    with open(root / "provenance.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["kind"] == ("hr" if kind == "hr" else "genuine_lr")]
-    if not rows:
+    rows = pd.read_csv(root / "provenance.csv", dtype=str, keep_default_na=False).fillna("")
+    rows = rows[rows["kind"] == ("hr" if kind == "hr" else "genuine_lr")]
+    if rows.empty:
         raise DatasetError(f"{root}: the sample has no {kind} faces")
-    mask = _select_splits([r["split"] or "" for r in rows], splits, f"sample {kind}")
-    chosen = [r for r, keep in zip(rows, mask) if keep]
-    paths = [root / r["path"] for r in chosen]
-    return FaceList(kind=kind, source="sample", paths=paths, names=[r["path"] for r in chosen],
-                    labels=[(r["identity"] or "").strip() for r in chosen],
+    chosen = rows[_select_splits(rows["split"].tolist(), splits, f"sample {kind}")]
+    paths = [root / p for p in chosen["path"]]
+    return FaceList(kind=kind, source="sample", paths=paths, names=chosen["path"].tolist(),
+                    labels=chosen["identity"].str.strip().tolist(),
                     sha256=io.sha256_tree(root, paths + [root / "provenance.csv"]), splits=tuple(splits))
 
 

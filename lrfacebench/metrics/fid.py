@@ -36,7 +36,9 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from cleanfid.downloads_helper import inception_url
 from cleanfid.utils import ResizeDataset
+from tqdm import tqdm
 
 from lrfacebench import io, weights
 from lrfacebench.runtime import resolve_device
@@ -107,8 +109,6 @@ def resolve_inception(path: str | Path | None = None) -> InceptionWeights:
 def download_inception(dest: str | Path | None = None, timeout: float = 60.0) -> Path:
     """Download clean-fid's ``inception-2015-12-05.pt`` (opt-in; needs network) to clean-fid's
     location (or ``dest``), checking its sha256 before atomically moving it into place."""
-    from cleanfid.downloads_helper import inception_url
-
     dest = Path(dest) if dest else weights.cleanfid_location()[0]
     expected = weights.FID_INCEPTION_CLEANFID.sha256
     if dest.is_file() and io.sha256_file(dest) == expected:
@@ -207,8 +207,6 @@ def _full_fp32() -> Iterator[None]:
 def files_features(files: Sequence[Path], net: InceptionFeatures, batch_size: int = 32,
                    num_workers: int = 0) -> np.ndarray:
     """``(N,2048)`` float32 features of image files (clean-fid's decode and resize for ``net.mode``)."""
-    from tqdm import tqdm
-
     device = next(net.parameters()).device
     loader = torch.utils.data.DataLoader(_CheckedResizeDataset([str(f) for f in files], mode=net.mode),
                                          batch_size=batch_size, shuffle=False, num_workers=num_workers)

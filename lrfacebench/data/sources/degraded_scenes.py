@@ -29,7 +29,7 @@ from typing import Any, Callable
 import numpy as np
 
 from lrfacebench.data import degradations
-from lrfacebench.data.sources.base import Item, LayoutError, SceneRule, Scan, Shrunk, images_under, rel, split_dir
+from lrfacebench.data.sources.base import Item, LayoutError, Scan, SceneRule, Shrunk, images_under, rel, split_dir
 from lrfacebench.runtime import derive_seed
 
 KIND = "paired"
