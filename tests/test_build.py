@@ -129,6 +129,7 @@ def _spawn(photos: Path, out: Path, *extra: str) -> subprocess.Popen:
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
+@pytest.mark.slow
 def test_kill_9_and_resume_equals_uninterrupted_build(tmp_path, photos, reference):
     out = tmp_path / "out"
     for markers in (1, 3):  # kill twice, at different points of the build

@@ -53,6 +53,7 @@ def test_box_iou_and_greedy_matching():
     assert match_greedy(a, b, 0.3) == [(0, 1, 1.0)]
 
 
+@pytest.mark.slow
 def test_acceptance_recall_precision_at_12_and_9_px(annotated, detector):
     """The default settings find shrunk faces far better than a naive MTCNN (issue 2 'Done when')."""
     _, photos, boxes = annotated

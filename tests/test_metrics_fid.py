@@ -122,6 +122,7 @@ def test_network_gives_cleanfid_features(folders, net, cleanfid_net):
     assert torch.allclose(ours, theirs, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cli_fid_equals_cleanfid_compute_fid(folders, features, cleanfid_net, tmp_path):
     from cleanfid import fid as cleanfid
 

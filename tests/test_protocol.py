@@ -77,6 +77,7 @@ def _folders(root: Path, sample_dir: Path) -> dict[str, Path]:
     return out
 
 
+@pytest.mark.slow
 def test_protocol_command_writes_deltas_intervals_and_sanity_rows(tmp_path, sample_dir):
     f = _folders(tmp_path / "in", sample_dir)
     runner = CliRunner()
@@ -149,6 +150,7 @@ def test_leaderboard_reads_old_files_renders_significance_and_merges_deltas(tmp_
     assert (m.value, m.delta, m.delta_ci_low, m.delta_ci_high, m.n_runs) == pytest.approx((0.47, 0.03, 0.0, 0.06, 2))
 
 
+@pytest.mark.slow
 def test_seeds_run_each_seed_and_merge(tmp_path, sample_dir):
     """--seeds runs the benchmark per seed into OUT/seed-S and merges them: n_runs per row, and
     each seed's delta interval (its own bootstrap weights) averaged."""

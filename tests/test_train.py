@@ -270,6 +270,7 @@ def test_cli_dry_run_list_and_methods(tmp_path, monkeypatch):
     assert res.exit_code == 2 and "nope" in res.output
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
     opts = ["--device", "cpu", "--seed", "5", "--deterministic", "-o", "pretrain_iterations=10",
             "-o", "finetune_iterations=60", "-o", "batch=4", "-o", "engine.checkpoint_every=5",
