@@ -10,6 +10,8 @@ face is quantised the same way wherever it is stored.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 
@@ -35,6 +37,11 @@ def resize_rgb(rgb: np.ndarray, size: int) -> np.ndarray:
 def downsample_rgb(rgb: np.ndarray, factor: int) -> np.ndarray:
     """``degrade.downsample`` (DS) of an RGB uint8 ``(H,W,3)`` image, quantised again to uint8."""
     return tensor_to_rgb(downsample(rgb_to_tensor(rgb), factor))[0]
+
+
+def rgbs_to_uint8(rgbs: Sequence[np.ndarray]) -> torch.Tensor:
+    """Equally sized ``(H,W,3)`` uint8 arrays -> one ``(N,3,H,W)`` uint8 tensor."""
+    return torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2).contiguous()
 
 
 def uint8_to_rgb(u8: torch.Tensor) -> np.ndarray:

@@ -15,7 +15,7 @@ from lrfacebench import io
 from lrfacebench.bench.data import TestSet
 from lrfacebench.bench.provenance import RunKey, TrainedRuns
 from lrfacebench.degrade import downsample, to_uint8
-from lrfacebench.pixels import quantise, to_unit_float, uint8_to_rgb
+from lrfacebench.pixels import quantise, rgbs_to_uint8, to_unit_float, uint8_to_rgb
 
 
 def lr_input(test: TestSet) -> torch.Tensor:
@@ -35,7 +35,7 @@ def write_pngs(folder: Path, images: torch.Tensor) -> None:
 
 def read_pngs(folder: Path) -> torch.Tensor:
     """Inverse of :func:`write_pngs`: ``(N,3,S,S)`` uint8."""
-    return torch.stack([torch.from_numpy(io.read_rgb(f)).permute(2, 0, 1) for f in sorted(folder.glob("*.png"))])
+    return rgbs_to_uint8([io.read_rgb(f) for f in sorted(folder.glob("*.png"))])
 
 
 class OutputCache:

@@ -75,7 +75,7 @@ def build_dataset_command(source: str, root: Path | None, out: Path, workers: in
       lrfb build-dataset degraded --root lrfb-data/helen --out lrfb-data/helen-degraded --seed 1
       lrfb build-dataset pipa --root /data/PIPA --out lrfb-data/lr-pipa --exclude review-decisions.csv
     """
-    from lrfacebench.data.build import build, describe_plan, summary
+    from lrfacebench.data.build import build, describe_build_plan, summary
     from lrfacebench.data.recipe import resolve_config
     from lrfacebench.data.sources.sample import default_root
 
@@ -89,7 +89,7 @@ def build_dataset_command(source: str, root: Path | None, out: Path, workers: in
     shard = _parse_shard(shard_spec)
     cfg = resolve_config(source, config_file, overrides, limit, device, seed)
     if dry_run:
-        click.echo(describe_plan(cfg, root))
+        click.echo(describe_build_plan(cfg, root))
         return
     result = build(cfg, root, out, workers, shard, exclude, overwrite)
     if result is None:

@@ -33,6 +33,7 @@ def diagnose_command(run: Path, genuine: Path | None, reference: Path | None, ou
       lrfb diagnose runs/cr-smoke
       lrfb diagnose runs/cr-cpu --genuine lrfb-data/widerface --out /tmp/diag
     """
-    from lrfacebench.diagnose import diagnose, render
+    from lrfacebench.diagnose import diagnose
+    from lrfacebench.diagnose.report import render
 
     click.echo(render(diagnose(run, genuine, reference, device, out or run / "diagnose")))

@@ -82,7 +82,7 @@ def train_command(method: str | None, hr: Path | None, lr: Path | None, split: s
         raise click.UsageError("missing METHOD (see `lrfb methods`)")
     from lrfacebench.runtime import DistContext
     from lrfacebench.training.loop import Trainer
-    from lrfacebench.training.plan import describe_plan
+    from lrfacebench.training.plan import describe_training_plan
 
     spec = RunSpec(method=method, preset=preset, variant=variant, config_file=config_file,
                    overrides=overrides, hr=hr, lr=lr, split=tuple(x.strip() for x in split.split(",")),
@@ -90,7 +90,7 @@ def train_command(method: str | None, hr: Path | None, lr: Path | None, split: s
                    deterministic=deterministic, compile=compile_, dry_run=dry_run)
     trainer = Trainer(spec)
     if dry_run:
-        click.echo(describe_plan(trainer.plan(), method))
+        click.echo(describe_training_plan(trainer.plan(), method))
         return
     try:
         run = trainer.run()

@@ -172,7 +172,7 @@ def summary(result: MergeResult, out: Path, seconds: float) -> list[str]:
     return lines
 
 
-def describe_plan(cfg: BuildConfig, root: Path) -> str:
+def describe_build_plan(cfg: BuildConfig, root: Path) -> str:
     """What a dry run shows: the resolved recipe and the plan (items, shards, annotation problems)."""
     plan = make_plan(cfg, root)
     lines = [json.dumps(cfglib.to_dict(cfg), indent=2, default=str),

@@ -29,6 +29,7 @@ from lrfacebench import io
 from lrfacebench.data.manifest import REQUIRED_COLUMNS
 from lrfacebench.degrade import imresize, to_uint8
 from lrfacebench.errors import DatasetError
+from lrfacebench.pixels import rgbs_to_uint8, to_unit_float
 
 log = logging.getLogger(__name__)
 
@@ -209,8 +210,7 @@ def load_faces(faces: FaceList, workers: int = 8) -> FaceSet:
         if isinstance(d, np.ndarray):
             by_shape[d.shape[:2]].append(i)
     for idx in by_shape.values():
-        arr = torch.from_numpy(np.stack([decoded[i] for i in idx])).permute(0, 3, 1, 2)
-        images[idx] = to_uint8(imresize(arr.float() / 255.0, (size, size)))
+        images[idx] = to_uint8(imresize(to_unit_float(rgbs_to_uint8([decoded[i] for i in idx])), (size, size)))
     resized = sum(map(len, by_shape.values()))
     if resized and faces.source != "sample":
         log.warning("%s: %d %s faces were not %dx%d and were resized", faces.source, resized,

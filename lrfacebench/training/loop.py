@@ -79,7 +79,7 @@ class Trainer:
 
     def run(self) -> Path:
         """Train; return the run directory. A dry run only resolves and checks the plan
-        (:func:`~lrfacebench.training.plan.describe_plan` tells what it would train)."""
+        (:func:`~lrfacebench.training.plan.describe_training_plan` tells what it would train)."""
         plan = self.plan()
         if self.spec.dry_run:
             return plan.out

@@ -132,7 +132,7 @@ def _check_continuation(plan: TrainingPlan, stored_cfg: dict, old_env: dict) -> 
             raise TrainError(f"the {k} faces ({info['source']}) differ from those {plan.out} was "
                              f"trained on ({old.get('source')})")
     if old_env.get("seed", plan.seed) != plan.seed:
-        raise TrainError(f"--seed {plan.seed} differs from the run's seed {old_env['seed']}")
+        raise TrainError(f"{plan.seed} differs from the run's seed {old_env['seed']}", param="seed")
 
 
 def check_needs(stages: list[Stage], lists: dict[str, FaceList]) -> None:
@@ -148,7 +148,7 @@ def check_needs(stages: list[Stage], lists: dict[str, FaceList]) -> None:
             raise TrainError(f"stage {st.name!r} needs identity labels, but the HR set has none")
 
 
-def describe_plan(plan: TrainingPlan, method_spec: str) -> str:
+def describe_training_plan(plan: TrainingPlan, method_spec: str) -> str:
     """What a dry run shows: method, run directory, resolved config and engine, data, stages,
     parameter counts and deployed nets (the nets are built on the CPU to count them)."""
     method = plan.cls(plan.config, "cpu")
