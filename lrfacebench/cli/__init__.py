@@ -1,6 +1,7 @@
 """The ``lrfb`` command line: every click command lives in this package, one module per area, and
-is imported only when used, so ``lrfb --help`` is instant. The library below never imports click;
-:mod:`lrfacebench.cli.errors` turns its errors into click errors."""
+is imported only when used, so ``lrfb --help`` is instant; each command imports the library inside
+its body, so ``lrfb COMMAND --help`` does not import torch either. The library below never imports
+click; :mod:`lrfacebench.cli.errors` turns its errors into click errors."""
 from __future__ import annotations
 
 import importlib
