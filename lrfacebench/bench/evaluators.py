@@ -25,8 +25,9 @@ from lrfacebench.degrade import downsample, to_uint8
 from lrfacebench.methods import get_method
 from lrfacebench.metrics import bootstrap
 from lrfacebench.metrics.complexity import model_complexity
-from lrfacebench.metrics.fid import InceptionFeatures, compute_fid, compute_kid, folder_features, load_inception
+from lrfacebench.metrics.fid import compute_fid, compute_kid, folder_features
 from lrfacebench.metrics.identity import identity_cosine, lr_consistency
+from lrfacebench.metrics.inception import InceptionFeatures, load_inception
 from lrfacebench.metrics.psnr_ssim import measure_tensors
 from lrfacebench.metrics.recognition import rank1_cmc
 from lrfacebench.pixels import to_unit_float

@@ -74,9 +74,10 @@ def _distribution(metric: str, dir_a: Path, dir_b: Path, mode: str, inception: P
                   download_inception: bool, device: str, batch_size: int, num_workers: int,
                   cache_dir: Path | None, no_cache: bool, **extra):
     from lrfacebench.metrics import fid
+    from lrfacebench.metrics.inception import download_inception as download
 
     if download_inception and inception is None:
-        fid.download_inception()
+        download()
     compute = fid.compute_fid if metric == "fid" else fid.compute_kid
     return compute(dir_a, dir_b, mode=mode, inception=inception, device=device,
                    cache_dir=cache_dir, use_cache=not no_cache, batch_size=batch_size,
