@@ -25,6 +25,7 @@ from torch import nn
 from lrfacebench.degrade import upsample
 from lrfacebench.methods.base import Batch, Method, MethodConfig, Stage
 from lrfacebench.nn.losses import lsgan
+from lrfacebench.pixels import signed_to_unit, unit_to_signed
 
 
 def _norm(ch: int) -> nn.Module:
@@ -215,7 +216,7 @@ class CycleGAN(Method):
     def domain_a(self, lr: torch.Tensor) -> torch.Tensor:
         """Genuine LR ``(N,3,16,16)`` [0,1] -> domain A in [-1,1]: bicubic x4 (64x64), or native 16x16."""
         x = lr if self.config.native else upsample(lr, 4).clamp(0, 1)
-        return x * 2 - 1
+        return unit_to_signed(x)
 
     # ----- losses -----------------------------------------------------------------------------
     def generator_losses(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -250,7 +251,7 @@ class CycleGAN(Method):
         for opt in self.optimizers.values():
             for group in opt.param_groups:
                 group["lr"] = lr
-        real_a, real_b = self.domain_a(batch.lr_genuine), batch.hr * 2 - 1
+        real_a, real_b = self.domain_a(batch.lr_genuine), unit_to_signed(batch.hr)
         discriminators = (self.nets["d_a"], self.nets["d_b"])
         for d in discriminators:
             d.requires_grad_(False)
@@ -269,7 +270,7 @@ class CycleGAN(Method):
 
     def super_resolve(self, lr: torch.Tensor, artificial: bool = False) -> torch.Tensor:
         sr = self.nets["g_a"](self.domain_a(lr.to(self.device)))
-        return ((sr + 1) / 2).clamp(0, 1)
+        return signed_to_unit(sr).clamp(0, 1)
 
     def extra_state(self) -> dict[str, Any]:
         return {f"pool_{k}": p.state() for k, p in self.pools.items()}

@@ -36,6 +36,7 @@ from lrfacebench.methods.base import Batch, Method, MethodConfig, Stage
 from lrfacebench.nn.blocks import BasicResidualBlock
 from lrfacebench.nn.losses import hinge_d, hinge_g
 from lrfacebench.nn.sngan import SNResNetDiscriminator, real_fake_logits
+from lrfacebench.pixels import signed_to_unit, unit_to_signed
 
 CELEBA_FACES = 202_599  # one "epoch" = one pass over the HR set (CelebA here)
 
@@ -232,18 +233,6 @@ class LRGAN(Method):
     def stages(self) -> list[Stage]:
         return [Stage("train", self.config.iterations, ("hr", "lr_genuine"), self.config.batch_size)]
 
-    def export_official(self, out: str | Path) -> None:
-        """Write the deployed L2H as a lrfacebench weights file (the layout ``lrfb train`` exports
-        as ``final.pt``), so that ``lrfb sr`` and the benchmark use the released model unchanged."""
-        import lrfacebench
-        from lrfacebench import config as cfglib
-        from lrfacebench.io import save_checkpoint
-
-        save_checkpoint(out, {"method": self.name, "config": cfglib.to_dict(self.config),
-                              "config_hash": cfglib.config_hash(self.config),
-                              "nets": self.deployed_state_dict(), "deployed": list(self.deployed),
-                              "lrfacebench": lrfacebench.__version__})
-
     def degrade(self, hr: torch.Tensor) -> torch.Tensor:
         """H2L on ``(N,3,64,64)`` [-1,1] HR with a fresh z ~ N(0, I) per call -> ``(N,3,16,16)``."""
         z = torch.randn(hr.shape[0], self.config.noise_dim, device=hr.device)
@@ -275,7 +264,7 @@ class LRGAN(Method):
     def train_step(self, stage: str, batch: Batch, step: int) -> dict[str, float]:
         self.train()
         n, opt = self.nets, self.optimizers
-        hr, lr_real = batch.hr * 2 - 1, batch.lr_genuine * 2 - 1
+        hr, lr_real = unit_to_signed(batch.hr), unit_to_signed(batch.lr_genuine)
         lr_gen, hr_gen = self.forward_pair(hr)
         self.zero_grad()
         d = self.discriminator_losses(hr, lr_real, lr_gen, hr_gen)
@@ -294,7 +283,7 @@ class LRGAN(Method):
         return {**{k: v.item() for k, v in g.items()}, **{k: v.item() for k, v in d.items()}}
 
     def super_resolve(self, lr: torch.Tensor, artificial: bool = False) -> torch.Tensor:
-        sr = (self.nets["g_l2h"](lr.to(self.device) * 2 - 1) + 1) / 2
+        sr = signed_to_unit(self.nets["g_l2h"](unit_to_signed(lr.to(self.device))))
         if self.config.legacy_minmax_output:  # legacy protocol only (see config)
             lo = sr.amin(dim=(1, 2, 3), keepdim=True)
             hi = sr.amax(dim=(1, 2, 3), keepdim=True)

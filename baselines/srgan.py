@@ -23,11 +23,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models.vgg import cfgs, make_layers
 
 from lrfacebench.io import sha256_file
 from lrfacebench.methods.base import Batch, Method, MethodConfig, Stage
 from lrfacebench.nn.losses import bce_fake, bce_real
 from lrfacebench.nn.srgan import SRGANDiscriminator, SRResNet
+from lrfacebench.pixels import signed_to_unit, unit_to_signed
 from lrfacebench.weights import WeightError
 
 # torchvision's ImageNet VGG19 (IMAGENET1K_V1) is published as ``vgg19-dcbb9e9d.pth``, whose
@@ -62,8 +64,6 @@ def load_vgg19_features(path: str, expected_sha256: str) -> nn.Module:
     classifier is never built). Raises :class:`WeightError` when the file is missing or its
     sha256 does not start with ``expected_sha256``. The returned module is frozen, in eval mode.
     """
-    from torchvision.models.vgg import cfgs, make_layers
-
     if not path:
         raise WeightError("srgan variant vgg19 needs vgg19_weights=PATH: a torchvision vgg19 ImageNet "
                           "state dict (vgg19-dcbb9e9d.pth); nothing is downloaded. Use variant "
@@ -130,14 +130,14 @@ class SRGAN(Method):
             return F.mse_loss(sr, hr)
         mean = torch.tensor(IMAGENET_MEAN, device=sr.device).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=sr.device).view(1, 3, 1, 1)
-        phi = lambda x: self.vgg(((x + 1) / 2 - mean) / std) * self.config.vgg_rescale  # noqa: E731
+        phi = lambda x: self.vgg((signed_to_unit(x) - mean) / std) * self.config.vgg_rescale  # noqa: E731
         return F.mse_loss(phi(sr), phi(hr).detach())
 
     def generator_losses(self, batch: Batch, adversarial: bool) -> dict[str, torch.Tensor]:
         """``mse`` (always), plus ``content``, ``adv`` and the weighted ``total`` when adversarial.
         Also returns the SR output (``sr``, [-1,1]) for the D step."""
-        hr = batch.hr * 2 - 1
-        sr = self.nets["g"](batch.lr_artificial * 2 - 1)
+        hr = unit_to_signed(batch.hr)
+        sr = self.nets["g"](unit_to_signed(batch.lr_artificial))
         out = {"sr": sr, "mse": F.mse_loss(sr, hr)}
         if adversarial:
             out["content"] = out["mse"] if self.vgg is None else self.content(sr, hr)
@@ -178,7 +178,7 @@ class SRGAN(Method):
         self.nets["d"].requires_grad_(True)
         # discriminator step on the detached SR
         self.zero_grad()
-        d_loss = self.discriminator_loss(batch.hr * 2 - 1, losses["sr"])
+        d_loss = self.discriminator_loss(unit_to_signed(batch.hr), losses["sr"])
         d_loss.backward()
         self.optimizers["d"].step()
         return {"mse": losses["mse"].item(), "content": losses["content"].item(),
@@ -186,5 +186,5 @@ class SRGAN(Method):
                 "d": d_loss.item(), "lr": lr}
 
     def super_resolve(self, lr: torch.Tensor, artificial: bool = False) -> torch.Tensor:
-        sr = self.nets["g"](lr.to(self.device) * 2 - 1)
-        return ((sr + 1) / 2).clamp(0, 1)
+        sr = self.nets["g"](unit_to_signed(lr.to(self.device)))
+        return signed_to_unit(sr).clamp(0, 1)

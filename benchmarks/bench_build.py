@@ -18,7 +18,8 @@ from pathlib import Path
 
 
 def run(root: Path, device: str, workers: int, limit: int | None, overrides: list[str]) -> dict[str, float]:
-    from lrfacebench.data.build import build, resolve_config
+    from lrfacebench.data.build import build
+    from lrfacebench.data.recipe import resolve_config
 
     cfg = resolve_config("folder", None, overrides, limit, device)
     out = Path(tempfile.mkdtemp(prefix="bench_build_")) / "out"

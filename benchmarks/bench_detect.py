@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lrfacebench.data.detect import (DetectorConfig, box_iou, evaluate_on_annotated, load_dlib_annotated,
-                                     make_detector, match_greedy, shrink_to_face_size)
+from lrfacebench.data.annotated import evaluate_on_annotated, load_dlib_annotated, match_greedy, shrink_to_face_size
+from lrfacebench.data.detect import DetectorConfig, box_iou, make_detector
 from lrfacebench.data.filters import FilterConfig, crop_face, face_probability, make_candidates, quality_filter
 from lrfacebench.data.review import contact_sheet
 from lrfacebench.io import list_images, read_rgb

@@ -14,7 +14,7 @@ import argparse
 import torch
 
 from lrfacebench.methods import METHODS, get_method
-from lrfacebench.metrics.complexity import method_complexity
+from lrfacebench.metrics.complexity import model_complexity
 
 
 def main() -> None:
@@ -32,9 +32,9 @@ def main() -> None:
     for device in devices:
         for name in args.methods:
             cls = get_method(name)
-            method = cls(cls.make_config("paper"), device)
-            c = method_complexity(method, device, warmup=args.warmup, n_timed=args.runs,
-                                  large_batch=args.big_batch, large_repeats=3)
+            method = cls(cls.make_config("paper"), device).eval()
+            c = model_complexity(method.super_resolve, method.parameter_counts(), device, warmup=args.warmup,
+                                 n_timed=args.runs, large_batch=args.big_batch, large_repeats=3)
             print(f"{name:<10} {c['device_name'][:28]:<28} {c['params_deployed'] / 1e6:>9.2f}M "
                   f"{c['params_trained'] / 1e6:>9.2f}M {c['ms_per_face']:>11.2f} {c['faces_per_s']:>9.1f}")
 

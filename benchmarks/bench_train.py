@@ -26,8 +26,12 @@ from typing import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from lrfacebench.data.faces import Feeder, list_sample, load_faces
-from lrfacebench.train import EngineConfig, inference_mode, prepare_nets, resolve_method, step_context
+from lrfacebench.data.faces import list_sample, load_faces
+from lrfacebench.methods import resolve_method
+from lrfacebench.training.feeder import Feeder
+from lrfacebench.training.loop import prepare_nets, step_context
+from lrfacebench.training.samples import inference_mode
+from lrfacebench.training.spec import EngineConfig
 
 
 def sync(device: torch.device) -> None:

@@ -21,6 +21,11 @@ else:  # pragma: no cover
 C = TypeVar("C")
 
 
+def parse_toml(text: str) -> dict[str, Any]:
+    """A TOML document (a recipe, the benchmark's table specs) as a dict."""
+    return tomllib.loads(text)
+
+
 def load_file(path: str | Path) -> dict[str, Any]:
     """Read a ``.toml`` or ``.json`` config file into a dict."""
     path = Path(path)
@@ -54,11 +59,11 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     """Recursive dict merge; ``update`` wins."""
     out = dict(base)
     for k, v in update.items():
-        out[k] = merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+        out[k] = deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
     return out
 
 
@@ -76,7 +81,7 @@ def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
     for name, value in data.items():
         typ = hints.get(name)
         if dataclasses.is_dataclass(typ) and isinstance(value, Mapping):
-            value = from_dict(typ, merge(dataclasses.asdict(getattr(cls(), name)), value))  # type: ignore[arg-type]
+            value = from_dict(typ, deep_merge(dataclasses.asdict(getattr(cls(), name)), value))  # type: ignore[arg-type]
         elif isinstance(value, list) and typ is not None and getattr(typ, "__origin__", None) is tuple:
             value = tuple(value)
         kwargs[name] = value
@@ -96,5 +101,5 @@ def resolve(cls: type[C], *layers: Mapping[str, Any]) -> C:
     """Defaults of ``cls`` <- each layer in turn (preset, file, overrides)."""
     data: dict[str, Any] = {}
     for layer in layers:
-        data = merge(data, layer)
-    return from_dict(cls, merge(dataclasses.asdict(cls()), data))  # type: ignore[call-arg]
+        data = deep_merge(data, layer)
+    return from_dict(cls, deep_merge(dataclasses.asdict(cls()), data))  # type: ignore[call-arg]

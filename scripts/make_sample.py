@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from lrfacebench.data.detect import Detection, DetectorConfig, make_detector
-from lrfacebench.data.faces import MANIFEST_COLUMNS
+from lrfacebench.data.manifest import REQUIRED_COLUMNS
 
 REDISTRIBUTABLE = ("MIT", "Boost", "Apache")
 HR_SIZE = 128
@@ -173,10 +173,10 @@ def _split_hr_by_identity(records: list[dict[str, str]]) -> None:
 
 def _write_manifests(out: Path, records: list[dict[str, str]]) -> None:
     """``hr/manifest.csv`` and ``genuine_lr/manifest.csv`` in the columns ``lrfb train`` reads
-    (``data.faces.MANIFEST_COLUMNS``); images are referenced by their name in that folder."""
+    (``data.manifest.REQUIRED_COLUMNS``); images are referenced by their name in that folder."""
     for kind, column in (("hr", "hr64"), ("genuine_lr", "lr16")):
         with open(out / kind / "manifest.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
+            w = csv.DictWriter(f, fieldnames=REQUIRED_COLUMNS)
             w.writeheader()
             for r in records:
                 if r["kind"] == kind:

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from lrfacebench.cli import main
-from lrfacebench.data.detect import read_dlib_xml, shrink_to_face_size
+from lrfacebench.data.annotated import shrink_to_face_size
+from lrfacebench.data.sources.base import read_dlib_xml
 from lrfacebench.io import read_rgb
 
 FAST = ["-o", "detector.scales=[2.0]", "--device", "cpu"]

@@ -289,7 +289,7 @@ def _randomised(net: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_lrgan_official_state_dict_loads_strictly(tmp_path, faces) -> None:
-    from lrfacebench.baselines.lrgan import L2HGenerator, LRGAN, load_official_l2h
+    from lrfacebench.baselines.lrgan import LRGAN, L2HGenerator, load_official_l2h
 
     torch.manual_seed(3)
     state = _randomised(L2HGenerator(layout="official"))
@@ -302,9 +302,9 @@ def test_lrgan_official_state_dict_loads_strictly(tmp_path, faces) -> None:
     assert all(torch.equal(loaded[k], state[k]) for k in state)
 
     # exported as lrfacebench weights, the trainer's loader (used by lrfb sr / benchmark) takes it
-    from lrfacebench.train import load_method
+    from lrfacebench.runs import export_final, load_method
 
-    method.export_official(tmp_path / "lrgan_official.pt")
+    export_final(method, tmp_path / "lrgan_official.pt")
     again = load_method(tmp_path / "lrgan_official.pt")
     lr = faces["lr_genuine"][:2]
     with torch.no_grad():

@@ -49,6 +49,7 @@ def tiny_data(tmp_path_factory) -> dict[str, Path]:
             "lr-tiny": _dataset(root / "lr-tiny", lr, "test", hr=False)}
 
 
+@pytest.mark.slow
 def test_tables_from_real_faces_then_resume_from_cache(tmp_path, tiny_data):
     out = tmp_path / "res"
     args = ["benchmark", "--table", "1", "--table", "3", "--table", "5", "--table", "complexity",

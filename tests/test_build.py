@@ -20,8 +20,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from lrfacebench.cli import main
-from lrfacebench.data.detect import read_dlib_xml, shrink_to_face_size
-from lrfacebench.data.shards import MANIFEST_COLUMNS
+from lrfacebench.data.annotated import shrink_to_face_size
+from lrfacebench.data.manifest import COLUMNS as MANIFEST_COLUMNS
+from lrfacebench.data.sources.base import read_dlib_xml
 from lrfacebench.io import read_rgb
 
 FAST = ["-o", "detector.scales=[2.0]", "--device", "cpu"]
@@ -128,6 +129,7 @@ def _spawn(photos: Path, out: Path, *extra: str) -> subprocess.Popen:
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
+@pytest.mark.slow
 def test_kill_9_and_resume_equals_uninterrupted_build(tmp_path, photos, reference):
     out = tmp_path / "out"
     for markers in (1, 3):  # kill twice, at different points of the build

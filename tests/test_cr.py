@@ -444,6 +444,7 @@ def test_bad_input_is_reported(real):
 
 
 # ----- short training runs on real faces ------------------------------------------------------------
+@pytest.mark.slow
 def test_smoke_training_on_real_faces(real):
     """A few steps of every stage on real sample faces: L_sr falls, the CentreFace loss falls,
     and the CC / stage-2 GAN losses behave like GAN losses (finite, bounded, no discriminator
@@ -469,10 +470,12 @@ def test_smoke_training_on_real_faces(real):
     assert joint[-1]["L_sr"] < sr[0]
 
 
+@pytest.mark.slow
 def test_smoke_preset_trains_through_the_engine(tmp_path, sample_dir):
     """`lrfb train cr --preset smoke` on the embedded sample: every stage runs, every loss term
     is logged, and the exported deployed nets super-resolve genuine LR."""
-    from lrfacebench.train import load_method, train
+    from lrfacebench.runs import load_method
+    from lrfacebench.training.loop import train
 
     out = train("cr", "smoke", out=tmp_path / "run", device="cpu", seed=0,
                 overrides=["engine.keep_stage_checkpoints=false"])

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 TESTS = Path(__file__).resolve().parent
@@ -14,8 +15,10 @@ TESTS = Path(__file__).resolve().parent
 WORKER = """
 import os, sys
 from pathlib import Path
+import pytest
 import torch
-from lrfacebench.train import RunSpec, Trainer
+from lrfacebench.training.loop import Trainer
+from lrfacebench.training.spec import RunSpec
 from test_train import TinySR
 
 out = Path(sys.argv[1])
@@ -32,6 +35,7 @@ torch.save({"nets": {k: v.state_dict() for k, v in m.nets.items()},
 """
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_train_in_sync(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)

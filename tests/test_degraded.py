@@ -16,9 +16,10 @@ from click.testing import CliRunner
 
 from lrfacebench.cli import main
 from lrfacebench.data import degradations
-from lrfacebench.data.build import build, resolve_config
+from lrfacebench.data.build import build
 from lrfacebench.data.faces import list_dataset
-from lrfacebench.data.shards import MANIFEST_COLUMNS
+from lrfacebench.data.manifest import COLUMNS as MANIFEST_COLUMNS
+from lrfacebench.data.recipe import resolve_config
 from lrfacebench.data.sources.sample import default_root
 from lrfacebench.degrade import downsample, imresize, to_uint8
 from lrfacebench.io import read_rgb
@@ -183,8 +184,9 @@ def test_sample_covers_the_chain_and_bad_ranges_are_refused(tmp_path):
 
 
 def test_scenes_variant_pairs_detected_lr_with_hr_from_the_original_photo(tmp_path, sample_dir):
-    from lrfacebench.data.detect import box_iou, read_dlib_xml
+    from lrfacebench.data.detect import box_iou
     from lrfacebench.data.filters import crop_rect
+    from lrfacebench.data.sources.base import read_dlib_xml
 
     name = "2008_002079.jpg"
     (tmp_path / "photos").mkdir()

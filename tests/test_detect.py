@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from lrfacebench.data.detect import (Detection, DetectorConfig, box_iou, evaluate_on_annotated,
-                                     load_dlib_annotated, make_detector, match_greedy, read_dlib_xml,
-                                     shrink_to_face_size)
+from lrfacebench.data.annotated import evaluate_on_annotated, load_dlib_annotated, match_greedy, shrink_to_face_size
+from lrfacebench.data.detect import Detection, DetectorConfig, box_iou, make_detector
 from lrfacebench.data.filters import FilterConfig, quality_filter
+from lrfacebench.data.sources.base import read_dlib_xml
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,7 @@ def test_box_iou_and_greedy_matching():
     assert match_greedy(a, b, 0.3) == [(0, 1, 1.0)]
 
 
+@pytest.mark.slow
 def test_acceptance_recall_precision_at_12_and_9_px(annotated, detector):
     """The default settings find shrunk faces far better than a naive MTCNN (issue 2 'Done when')."""
     _, photos, boxes = annotated

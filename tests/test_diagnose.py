@@ -19,10 +19,14 @@ from click.testing import CliRunner
 from PIL import Image
 
 from lrfacebench import diagnose as dg
+from lrfacebench.diagnose import batchnorm, metrics_log, residuals
+from lrfacebench.diagnose.report import _render_metrics, render
+from lrfacebench.diagnose.faces import check_run, load_run_method
 from lrfacebench.cli import main
 from lrfacebench.data.faces import list_folder, list_sample, load_faces
 from lrfacebench.metrics.residual import residual_stats
-from lrfacebench.train import load_method, train
+from lrfacebench.runs import load_method
+from lrfacebench.training.loop import train
 
 N_FACES = 16  # faces copied into each plain test folder
 
@@ -83,7 +87,7 @@ def test_phi_cr_residuals_are_finite_and_match_a_recomputation(cr_method, folder
     with torch.no_grad():
         rms = float((cr_method.nets["phi_cr"](x) - x).pow(2).mean().sqrt())
     assert res["artificial"]["rms"] == pytest.approx(rms, rel=1e-4)
-    assert res["artificial_rms_ok"] == (rms < dg.ARTIFICIAL_RMS_LIMIT)
+    assert res["artificial_rms_ok"] == (rms < residuals.ARTIFICIAL_RMS_LIMIT)
     assert f"phi_cr(x_a) vs x_a RMS {res['artificial']['rms']:.4f}" in printed
     lr = report["lr_consistency"]
     assert lr["n"] == N_FACES and 0 < lr["mean"] < 1
@@ -103,7 +107,7 @@ def test_batch_norm_gaps_name_the_layers_and_leave_the_nets_alone(cr_method, dia
     phi_sr = cr_method.nets["phi_sr"]
     before = {k: v.clone() for k, v in phi_sr.state_dict().items()}
     x = torch.rand(4, 3, 16, 16) * 2 - 1
-    gaps = dg.bn_gaps(phi_sr, x)
+    gaps = batchnorm.bn_gaps(phi_sr, x)
     assert all(torch.equal(before[k], v) for k, v in phi_sr.state_dict().items())
     assert not phi_sr.training and gaps["output_gap"] > 0
     # the first BN layer sees the same input in both modes
@@ -143,14 +147,14 @@ def test_loss_scale_check_compares_last_gradient_norms_per_net(tmp_path):
                     "s,2,gn_L_sr_phi_sr,0.5,1\ns,2,gn_L_cr_gan_phi_sr,1e-3,1\ns,2,gn_L_cr_phi_sr,0,1\n"
                     "s,2,gn_L_cr_phi_cr_tilde,1e-4,1\ns,2,gn_L_cr_phi_cr,1,1\ns,2,L_sr,3,1\n"
                     "s,3,gn_L_sr_phi_sr,half-writ")  # a killed run's last line
-    summary = dg.metrics_summary(path, nets=["phi_sr", "phi_cr", "phi_cr_tilde"])
+    summary = metrics_log.metrics_summary(path, nets=["phi_sr", "phi_cr", "phi_cr_tilde"])
     assert summary["stages"]["s"]["gn_L_sr_phi_sr"]["last"] == 0.5
     assert summary["stages"]["s"]["gn_L_sr_phi_sr"]["kind"] == "grad_norm"
     assert [(f["net"], f["large"], f["small"], f["ratio"]) for f in summary["grad_norm_flags"]] == [
         ("phi_sr", "L_sr", "L_cr_gan", pytest.approx(500.0))]
-    assert dg.split_grad_norm("gn_L_cr_phi_cr_tilde", ["phi_cr", "phi_cr_tilde"]) == ("L_cr", "phi_cr_tilde")
+    assert metrics_log.split_grad_norm("gn_L_cr_phi_cr_tilde", ["phi_cr", "phi_cr_tilde"]) == ("L_cr", "phi_cr_tilde")
     assert "on phi_sr the gradient norm of L_sr is 500x that of L_cr_gan" in "\n".join(
-        dg._render_metrics(summary))
+        _render_metrics(summary))
 
 
 def test_fixed_share_of_a_pattern_and_of_noise_on_real_faces():
@@ -172,7 +176,7 @@ def test_a_run_without_phi_cr_gets_lr_and_sr_only(tmp_path, folders):
     assert report["phi_cr_residual"] is None
     bn = report["batch_norm"]["sr"]
     assert bn["input"] == "genuine_test [0,1]" and [x["layer"] for x in bn["layers"]] == ["1"]
-    assert "not applicable" in dg.render(report)
+    assert "not applicable" in render(report)
     with Image.open(tmp_path / "diag" / "residuals.png") as im:
         assert im.size == (2 * 66 + 2, 14 + 16 * 66 + 2)
 
@@ -198,6 +202,6 @@ def test_an_unfinished_run_uses_its_newest_loadable_checkpoint(cr_run, tmp_path)
         shutil.copy(cr_run / name, run / name)
     (run / "checkpoints" / "03_stage2_done.pt").symlink_to(cr_run / "checkpoints" / "03_stage2_done.pt")
     (run / "checkpoints" / "04_later_00000001.pt").write_bytes(b"half-written")
-    dg.check_run(run)
-    method, weights = dg.load_run_method(run, "cpu")
+    check_run(run)
+    method, weights = load_run_method(run, "cpu")
     assert weights == "checkpoints/03_stage2_done.pt" and {"phi_cr", "phi_cr_tilde", "D"} <= set(method.nets)

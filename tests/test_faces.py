@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from lrfacebench.data.faces import DatasetError, Feeder, list_dataset, list_sample, load_faces
+from lrfacebench.data.faces import list_dataset, list_sample, load_faces
 from lrfacebench.degrade import downsample, imresize, to_uint8
+from lrfacebench.errors import DatasetError
 from lrfacebench.io import read_rgb, write_png
 from lrfacebench.methods.base import Stage
+from lrfacebench.training.feeder import Feeder
 
 COLUMNS = ("face_id,source,frame,time_s,x1,y1,x2,y2,score,width,height,identity,split,crop,lr16,hr64,sha256").split(",")
 

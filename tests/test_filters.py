@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lrfacebench.data.detect import Detection, DetectorConfig, load_dlib_annotated, make_detector, shrink_to_face_size
+from lrfacebench.data.annotated import load_dlib_annotated, shrink_to_face_size
+from lrfacebench.data.detect import Detection, DetectorConfig, make_detector
 from lrfacebench.data.filters import (REASONS, Candidate, FilterConfig, crop_face, crop_rect, face_probability,
                                       filter_candidates, make_candidates, near_duplicates)
 from lrfacebench.data.review import contact_sheet

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from lrfacebench.bench.leaderboard import COLUMNS, Row, merge, read_rows, render_markdown, write_rows
+from lrfacebench.bench.leaderboard import COLUMNS, Row, aggregate, read_rows, render_markdown, write_rows
 
 
 def _row(method, value, dataset="lr-pipa", source="reproduced", run="r1", **kw):
@@ -32,7 +32,7 @@ def test_read_rejects_a_csv_that_is_not_a_leaderboard(tmp_path):
 def test_merge_averages_seeds_but_never_paper_rows():
     rows = [_row("cr", 20.0, run="s0"), _row("cr", 24.0, run="s1"),
             _row("cr", 23.09, source="paper"), _row("cr", 23.09, source="paper")]
-    merged = {r.source: r for r in merge(rows)}
+    merged = {r.source: r for r in aggregate(rows)}
     assert merged["reproduced"].value == 22.0
     assert merged["reproduced"].std == pytest.approx(math.sqrt(8))
     assert merged["reproduced"].n_runs == 2 and merged["reproduced"].run_id == "s0;s1"

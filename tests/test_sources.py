@@ -17,9 +17,11 @@ from click.testing import CliRunner
 from PIL import Image
 
 from lrfacebench.cli import main
-from lrfacebench.data.detect import DetectorConfig, box_iou, make_detector, read_dlib_xml, shrink_to_face_size
-from lrfacebench.data.shards import MANIFEST_COLUMNS
+from lrfacebench.data.annotated import shrink_to_face_size
+from lrfacebench.data.detect import DetectorConfig, box_iou, make_detector
+from lrfacebench.data.manifest import COLUMNS as MANIFEST_COLUMNS
 from lrfacebench.data.sources import get_source
+from lrfacebench.data.sources.base import read_dlib_xml
 from lrfacebench.degrade import downsample, imresize, to_uint8
 from lrfacebench.io import read_rgb
 

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from test_train import TINY, TinySR
 
+from lrfacebench.cli.sr import sr_command
 from lrfacebench.degrade import imresize, to_uint8, upsample
 from lrfacebench.io import read_rgb
-from lrfacebench.sr import sr_command
-from lrfacebench.train import load_method, train
-from test_train import TINY, TinySR
+from lrfacebench.runs import load_method
+from lrfacebench.training.loop import train
 
 
 @pytest.fixture()

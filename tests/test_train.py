@@ -21,10 +21,13 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from torch import nn
 
+from lrfacebench.cli.train import methods_command, train_command
 from lrfacebench.degrade import downsample, upsample
+from lrfacebench.errors import TrainError
 from lrfacebench.io import load_checkpoint
 from lrfacebench.methods.base import Batch, Method, MethodConfig, Stage
-from lrfacebench.train import TrainError, list_checkpoints, load_method, methods_command, train, train_command
+from lrfacebench.runs import list_checkpoints, load_method
+from lrfacebench.training.loop import train
 
 TINY = "test_train:TinySR"
 TESTS = Path(__file__).resolve().parent
@@ -154,7 +157,7 @@ def test_smoke_run_writes_a_complete_run_directory(smoke_run):
 
 
 def test_sample_grid_restores_modes_and_rng():
-    from lrfacebench.train import sample_grid
+    from lrfacebench.training.samples import sample_grid
 
     m = TinySR(TinyConfig(), "cpu")
     m.nets["sr"][1].eval()  # e.g. a frozen BatchNorm stays frozen
@@ -267,6 +270,7 @@ def test_cli_dry_run_list_and_methods(tmp_path, monkeypatch):
     assert res.exit_code == 2 and "nope" in res.output
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
     opts = ["--device", "cpu", "--seed", "5", "--deterministic", "-o", "pretrain_iterations=10",
             "-o", "finetune_iterations=60", "-o", "batch=4", "-o", "engine.checkpoint_every=5",

@@ -25,7 +25,12 @@ import torch
 
 from lrfacebench import io
 from lrfacebench.data import faces as facelib
+from lrfacebench.data.build import build
+from lrfacebench.data.recipe import resolve_config
+from lrfacebench.data.sources.sample import default_root
 from lrfacebench.degrade import downsample, to_uint8
+from lrfacebench.errors import DatasetError
+from lrfacebench.pixels import to_unit_float
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +71,8 @@ class BenchData:
         return [t for t in self.tests if t.role == role]
 
 
-def _set(name: str, role: str, faces: facelib.FaceList, split: str, note: str = "") -> TestSet:
+def _test_set(name: str, role: str, faces: facelib.FaceList, split: str, note: str = "") -> TestSet:
+    """The test set ``name`` of ``role``: the faces of ``faces``, decoded."""
     return TestSet(name, role, facelib.load_faces(faces), split, faces.sha256, note)
 
 
@@ -88,13 +94,13 @@ def paired_set(name: str, root: Path) -> TestSet:
         hr, lr = facelib.list_folder(root / "hr", "hr"), facelib.list_folder(root / "lr", "lr")
         stem = lambda names: [n.rsplit(".", 1)[0] for n in names]  # noqa: E731
         if stem(hr.names) != stem(lr.names):
-            raise facelib.DatasetError(f"{root}: hr/ and lr/ must hold images of the same names "
+            raise DatasetError(f"{root}: hr/ and lr/ must hold images of the same names "
                                        f"({len(hr)} and {len(lr)} images)")
     if hr.names != lr.names and (root / "manifest.csv").is_file():
-        raise facelib.DatasetError(f"{root}: not a paired set: some rows lack hr64 or lr16")
+        raise DatasetError(f"{root}: not a paired set: some rows lack hr64 or lr16")
     hr_faces, lr_faces = facelib.load_faces(hr), facelib.load_faces(lr)
     if hr_faces.names != lr_faces.names:
-        raise facelib.DatasetError(f"{root}: unreadable images broke the HR/LR pairing")
+        raise DatasetError(f"{root}: unreadable images broke the HR/LR pairing")
     return TestSet(name, "paired", hr_faces, "all", io.sha256_json([hr.sha256, lr.sha256]), lr=lr_faces)
 
 
@@ -105,9 +111,6 @@ def _has_identities(fs: facelib.FaceSet) -> bool:
 
 def build_sample(out: Path, device: str = "auto") -> Path:
     """``lrfb build-dataset sample`` into ``out`` (resumes a partial build; instant when done)."""
-    from lrfacebench.data.build import build, resolve_config
-    from lrfacebench.data.sources.sample import default_root
-
     if not (out / "manifest.csv").is_file():
         log.info("building the sample dataset -> %s", out)
         build(resolve_config("sample", device=device), default_root(), out)
@@ -117,9 +120,6 @@ def build_sample(out: Path, device: str = "auto") -> Path:
 def build_degraded_sample(out: Path, seed: int = 0) -> Path:
     """``lrfb build-dataset degraded`` of the sample's held-out HR faces into ``out`` (instant when
     done): the demo's paired test set with a real-world degradation chain instead of DS."""
-    from lrfacebench.data.build import build, resolve_config
-    from lrfacebench.data.sources.sample import default_root
-
     if not (out / "manifest.csv").is_file():
         log.info("building the sample's degraded paired set -> %s", out)
         build(resolve_config("degraded", overrides=['source.splits=["test"]', f"source.seed={seed}"]),
@@ -142,13 +142,13 @@ def sample_data(built: Path | None = None, degraded: Path | None = None) -> Benc
       the degradation chain (``sample-degraded``), when given.
     """
     hr_test = facelib.list_sample("hr", ("test",))
-    reference = _set("sample-hr", "reference", hr_test, "test")
+    reference = _test_set("sample-hr", "reference", hr_test, "test")
     ids = facelib.load_faces(hr_test)
-    lr_ids = facelib.FaceSet("lr", to_uint8(downsample(ids.images.float() / 255)), ids.identity,
+    lr_ids = facelib.FaceSet("lr", to_uint8(downsample(to_unit_float(ids.images))), ids.identity,
                              ids.identities, ids.names, {"made_by": "DS(HR) of sample-hr"})
     genuine = (facelib.list_dataset(built, "lr", ("test",)) if built is not None
                else facelib.list_sample("lr", ("test",)))
-    tests = [_set("sample-genuine", "genuine", genuine, "test"),
+    tests = [_test_set("sample-genuine", "genuine", genuine, "test"),
              TestSet("sample-ids-ds", "identity", lr_ids, "test", hr_test.sha256,
                      "artificial LR: DS of held-out HR identities (the sample has no labelled genuine LR)"),
              TestSet("sample-hr", "artificial", reference.faces, "test", reference.sha256)]
@@ -177,20 +177,20 @@ def resolve(data: Mapping[str, str], reference: str | None = None, genuine: Mapp
         if "train_lr" in roles:
             train_lr = root_path
         if "reference" in roles:
-            ref_set = _set(name, "reference", facelib.list_dataset(root_path, "hr", ("test",)), "test")
+            ref_set = _test_set(name, "reference", facelib.list_dataset(root_path, "hr", ("test",)), "test")
         if "artificial" in roles:
-            tests.append(_set(name, "artificial", facelib.list_dataset(root_path, "hr", ("all",)), "all"))
+            tests.append(_test_set(name, "artificial", facelib.list_dataset(root_path, "hr", ("all",)), "all"))
         if "genuine" in roles:
             genuine.setdefault(name, root)
     for name, root in sorted(genuine.items()):
         listing = _listing(Path(root), "lr", ("test",))
-        test = _set(name, "genuine", listing, "test" if listing.splits == ("test",) else "all")
+        test = _test_set(name, "genuine", listing, "test" if listing.splits == ("test",) else "all")
         tests.append(test)
         if _has_identities(test.faces):
             tests.append(TestSet(name, "identity", test.faces, test.split, test.sha256))
     tests += [paired_set(name, Path(root)) for name, root in sorted(paired.items())]
     if reference:
-        ref_set = _set(Path(reference).name, "reference", _listing(Path(reference), "hr", facelib.ALL_SPLITS), "all")
+        ref_set = _test_set(Path(reference).name, "reference", _listing(Path(reference), "hr", facelib.ALL_SPLITS), "all")
     if ref_set is None:
         log.warning("no --reference or celeba=DIR given: the FID reference is the sample's held-out HR faces")
         ref_set = base.reference

@@ -1,7 +1,7 @@
 """The long (tidy) leaderboard: one row per (table, dataset, method, variant, metric) result.
 
 Reproduced rows and the paper's reported values share one schema; ``source`` tells them
-apart and the Markdown rendering labels reported values explicitly. Wide tables, merges
+apart and the Markdown rendering labels reported values explicitly. Wide tables, aggregates
 across runs/machines (mean ± std over seeds) and best-value marking all derive from it.
 
 A row may carry its difference to the table's reference method on the same test faces
@@ -11,7 +11,6 @@ marks the differences whose interval excludes 0.
 """
 from __future__ import annotations
 
-import csv
 import math
 import re
 import statistics
@@ -19,6 +18,8 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterable, Sequence
+
+import pandas as pd
 
 from lrfacebench.io import atomic_path
 
@@ -71,39 +72,36 @@ _INTS = {"n_runs", "n_images"}
 
 
 def write_rows(path: str | Path, rows: Iterable[Row]) -> None:
-    """Write rows as CSV atomically, sorted by table, dataset, method, variant, metric."""
-    rows = sorted(rows, key=lambda r: (r.table, r.dataset, r.source != "reproduced", r.method,
-                                       r.variant, r.metric))
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        for r in rows:
-            d = asdict(r)
-            for c in _FLOATS:
-                d[c] = _fmt(d[c])
-            w.writerow(d)
+    """Write rows as CSV atomically, sorted by table, dataset, source (ours first), method, variant,
+    metric; floats with 10 significant digits."""
+    df = pd.DataFrame([asdict(r) for r in rows], columns=COLUMNS)
+    df = df.assign(paper_last=df["source"] != "reproduced").sort_values(
+        ["table", "dataset", "paper_last", "method", "variant", "metric"], kind="stable").drop(columns="paper_last")
+    for c in _FLOATS:
+        df[c] = df[c].map(_fmt)
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, lineterminator="\r\n")
 
 
 def read_rows(path: str | Path) -> list[Row]:
     """Read a leaderboard CSV written by :func:`write_rows`; ``ValueError`` names a bad column."""
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = set(COLUMNS) - set(OPTIONAL) - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(f"{path}: not a leaderboard CSV, missing columns {sorted(missing)}")
-        out = []
-        for d in reader:
-            kw = {c: d[c] for c in COLUMNS if c in d}
-            for c in _FLOATS & set(kw):
-                kw[c] = float(kw[c]) if kw[c] not in ("", "nan") else math.nan
-            for c in _INTS:
-                kw[c] = int(kw[c] or 0)
-            kw["higher_is_better"] = kw["higher_is_better"] in ("True", "true", "1")
-            out.append(Row(**kw))
-        return out
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = set(COLUMNS) - set(OPTIONAL) - set(df.columns)
+    if missing:
+        raise ValueError(f"{path}: not a leaderboard CSV, missing columns {sorted(missing)}")
+    out = []
+    for d in df.to_dict("records"):
+        kw = {c: d[c] for c in COLUMNS if c in d}
+        for c in _FLOATS & set(kw):
+            kw[c] = float(kw[c]) if kw[c] not in ("", "nan") else math.nan
+        for c in _INTS:
+            kw[c] = int(kw[c] or 0)
+        kw["higher_is_better"] = kw["higher_is_better"] in ("True", "true", "1")
+        out.append(Row(**kw))
+    return out
 
 
-def merge(rows: Sequence[Row]) -> list[Row]:
+def aggregate(rows: Sequence[Row]) -> list[Row]:
     """Combine repeated results (same key: several seeds/machines) into mean ± std rows.
 
     Rows that already carry a std from within-run trials (e.g. rank-1 over 10 trials) and

@@ -1,99 +1,54 @@
-"""``lrfb build-dataset``: recipe -> plan -> shards (resumable, parallel) -> merge -> carded dataset.
+"""Sharded, resumable dataset building (img2dataset style): recipe -> plan -> shards (in this
+process or a pool of workers, or spread over jobs sharing ``--out``) -> merge -> carded dataset.
 
-Heavy modules (torch, the detector, the shard worker) are imported inside functions so that
-``lrfb --help`` stays instant.
+Layout of ``--out``::
+
+    plan.json             source, root, resolved config and its hash, plan hash, shard count
+    shards/s00003.json    shard 3's records (kept faces, rejected candidates, unreadable inputs,
+                          stats), written last by its worker: its existence means "shard done"
+    crops/ lr16/ hr64/    face PNGs named by face id, written atomically by the workers
+    rejected/             up to ``review_per_reason`` crops per rejection reason and shard
+    manifest.csv ...      written by the merge (:func:`lrfacebench.data.merge.merge_shards`)
+
+A build killed at any moment and restarted ends with exactly the manifest of an uninterrupted build.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
+import multiprocessing as mp
 import os
 import shutil
 import sys
 import time
-from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Sequence
 
-import click
+import torch
+from tqdm import tqdm
 
-if TYPE_CHECKING:
-    from lrfacebench.data.shards import BuildConfig, MergeResult, Plan
+from lrfacebench import config as cfglib
+from lrfacebench.data.exclusions import Exclusions
+from lrfacebench.data.merge import MergeResult, merge_shards
+from lrfacebench.data.plan import BuildPlan, done_shards, make_plan, shard_path
+from lrfacebench.data.recipe import BuildConfig
+from lrfacebench.data.worker import ShardJob, run_shard
+from lrfacebench.errors import BuildError
+from lrfacebench.io import write_json
 
 log = logging.getLogger(__name__)
 
-SOURCE_NAMES = ("pipa", "dukemtmc", "widerface", "celeba", "helen", "folder", "video", "sample", "degraded",
-                "degraded_scenes")
 # What a build writes into --out; --overwrite removes only these.
 OUTPUTS = ("plan.json", "shards", "crops", "lr16", "hr64", "rejected", "review", "manifest.csv",
            "rejected.csv", "unreadable.csv", "stats.json", "DATASET_CARD.md", "size_histogram.png")
 
 
-def load_recipe(name: str) -> dict[str, Any]:
-    """The packaged recipe ``pipelines/<name>.toml`` as a dict."""
-    from lrfacebench.config import tomllib
-
-    res = resources.files("lrfacebench.pipelines").joinpath(f"{name}.toml")
-    if not res.is_file():
-        raise click.ClickException(f"no recipe pipelines/{name}.toml in the installed package")
-    return tomllib.loads(res.read_text(encoding="utf-8"))
-
-
-def resolve_config(source: str, config_file: Path | None = None, overrides: Sequence[str] = (),
-                   limit: int | None = None, device: str | None = None,
-                   seed: int | None = None) -> "BuildConfig":
-    """Recipe of ``source`` <- ``--config`` file <- ``-o key=value`` <- ``--limit``/``--device``/``--seed``.
-
-    ``seed`` sets ``source.seed``; a source without one (no randomness) is a ``ValueError``.
-    """
-    from lrfacebench import config as cfglib
-    from lrfacebench.data.shards import BuildConfig
-    from lrfacebench.data.sources import get_source
-
-    layers = [load_recipe(source)]
-    if config_file is not None:
-        layers.append(cfglib.load_file(config_file))
-    layers.append(cfglib.parse_overrides(list(overrides)))
-    cli: dict[str, Any] = {}
-    if limit is not None:
-        cli["build"] = {"limit": limit}
-    if device is not None:
-        cli["detector"] = {"device": device}
-    layers.append(cli)
-    cfg = cfglib.resolve(BuildConfig, *layers)
-    if seed is not None:
-        name = cfg.source.get("name", cfg.name)
-        if "seed" not in {f.name for f in dataclasses.fields(get_source(name).Options)}:
-            raise ValueError(f"--seed: source {name!r} draws nothing at random and has no seed "
-                             "(degraded and degraded_scenes have one)")
-        cfg.source["seed"] = seed
-    cfg.reader_options()  # validate the [source] table now, with the reader's own error messages
-    return cfg
-
-
-def parse_shard(spec: str | None) -> tuple[int, int]:
-    """``"I/N"`` -> (I, N) with 0 <= I < N; ``None`` -> (0, 1)."""
-    if not spec:
-        return 0, 1
-    try:
-        i, n = (int(v) for v in spec.split("/"))
-    except ValueError:
-        raise click.BadParameter(f"expected I/N (e.g. 0/4), got {spec!r}", param_hint="--shard") from None
-    if not 0 <= i < n:
-        raise click.BadParameter(f"need 0 <= I < N, got {spec}", param_hint="--shard")
-    return i, n
-
-
-def claim_out(out: Path, plan: "Plan", cfg: "BuildConfig", plan_hash: str, overwrite: bool) -> None:
+def claim_out(out: Path, plan: BuildPlan, cfg: BuildConfig, plan_hash: str, overwrite: bool) -> None:
     """Make ``out`` this build's directory: new, or the same plan and config (resume).
 
     A directory holding another build is refused unless ``overwrite``; a non-empty directory
     that holds no build at all is always refused.
     """
-    from lrfacebench import config as cfglib
-    from lrfacebench.io import write_json
-
     meta = out / "plan.json"
     if meta.is_file():
         old = json.loads(meta.read_text())
@@ -101,14 +56,14 @@ def claim_out(out: Path, plan: "Plan", cfg: "BuildConfig", plan_hash: str, overw
             return
         if not overwrite:
             what = "items (inputs or --limit)" if old.get("plan_hash") != plan_hash else "config"
-            raise click.ClickException(
+            raise BuildError(
                 f"{out} holds a build with different {what} (plan {str(old.get('plan_hash'))[:12]}, config "
                 f"{str(old.get('config_hash'))[:12]}). Use another --out, or --overwrite to discard it.")
         for name in OUTPUTS:
             p = out / name
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     elif out.is_dir() and any(out.iterdir()):
-        raise click.ClickException(f"{out} is not empty and holds no build (no plan.json); choose an empty --out")
+        raise BuildError(f"{out} is not empty and holds no build (no plan.json); choose an empty --out")
     write_json(meta, {"source": plan.source, "kind": plan.kind, "root": str(plan.root), "plan_hash": plan_hash,
                       "config_hash": cfg.compat_hash(), "n_items": len(plan.items), "n_shards": plan.n_shards,
                       "shard_size": plan.shard_size, "config": cfglib.to_dict(cfg)})
@@ -130,19 +85,13 @@ def remove_temp_files(out: Path) -> int:
     return n
 
 
-def run_shards(jobs: list[Any], workers: int, total_items: int) -> None:
+def run_shards(jobs: list[ShardJob], workers: int, total_items: int) -> None:
     """Run shard jobs in this process (``workers == 1``) or in a spawn pool, one detector per process."""
-    from tqdm import tqdm
-
-    from lrfacebench.data.shards import run_shard
-
     with tqdm(total=total_items, unit="img", desc="build", file=sys.stderr, disable=None) as bar:
         if workers <= 1 or len(jobs) <= 1:
             for job in jobs:
                 run_shard(job, bar.update)
             return
-        import multiprocessing as mp
-
         threads = max(1, (os.cpu_count() or 1) // workers)
         with mp.get_context("spawn").Pool(min(workers, len(jobs)), initializer=_init_worker,
                                            initargs=(threads,)) as pool:
@@ -151,21 +100,16 @@ def run_shards(jobs: list[Any], workers: int, total_items: int) -> None:
 
 
 def _init_worker(threads: int) -> None:
-    import torch
-
     torch.set_num_threads(min(torch.get_num_threads(), threads))
 
 
-def build(cfg: "BuildConfig", root: Path, out: Path, workers: int = 1, shard: tuple[int, int] = (0, 1),
-          exclude: Sequence[Path] = (), overwrite: bool = False) -> "MergeResult | None":
+def build(cfg: BuildConfig, root: Path, out: Path, workers: int = 1, shard: tuple[int, int] = (0, 1),
+          exclude: Sequence[Path] = (), overwrite: bool = False) -> MergeResult | None:
     """Build (or resume) the dataset of ``cfg`` from ``root`` into ``out``.
 
     Returns the merge result, or ``None`` when this job (``shard=(I, N)``) finished its shards
     but others are still missing.
     """
-    from lrfacebench import config as cfglib
-    from lrfacebench.data.shards import Exclusions, ShardJob, done_shards, make_plan, merge, shard_path
-
     t0 = time.perf_counter()
     plan = make_plan(cfg, root)
     scan_s = time.perf_counter() - t0
@@ -192,16 +136,16 @@ def build(cfg: "BuildConfig", root: Path, out: Path, workers: int = 1, shard: tu
         if len(done_shards(out, plan.n_shards, plan_hash)) < plan.n_shards:
             return None
         extra = {"timings": {"scan_s": round(scan_s, 3), "wall_s_last_run": round(time.perf_counter() - t0, 3)}}
-        result = merge(out, plan, cfg, plan_hash, exclusions, extra)
+        result = merge_shards(out, plan, cfg, plan_hash, exclusions, extra)
         if not result.redo:
             return result
         log.warning("kept faces of shard(s) %s lack their PNGs; rebuilding those shards", result.redo)
         for s in result.redo:
             shard_path(out, s).unlink(missing_ok=True)
-    raise click.ClickException(f"shards {result.redo} still lack face PNGs after rebuilding; is {out} writable?")
+    raise BuildError(f"shards {result.redo} still lack face PNGs after rebuilding; is {out} writable?")
 
 
-def summary(result: "MergeResult", out: Path, seconds: float) -> list[str]:
+def summary(result: MergeResult, out: Path, seconds: float) -> list[str]:
     """The one-screen report printed at the end of a build."""
     st = result.stats
     c = st["counts"]
@@ -228,92 +172,11 @@ def summary(result: "MergeResult", out: Path, seconds: float) -> list[str]:
     return lines
 
 
-@click.command("build-dataset")
-@click.argument("source", type=click.Choice(SOURCE_NAMES))
-@click.option("--root", type=click.Path(path_type=Path), default=None,
-              help="Dataset folder in the source's official layout (a video file or folder for `video`). "
-                   "Not needed for `sample`.")
-@click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False),
-              help="Output folder; rerun the same command to resume an interrupted build.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
-              help="Worker processes on this machine (one detector each).")
-@click.option("--shard", "shard_spec", default=None, metavar="I/N",
-              help="Build only shards s with s % N == I (spread one build over jobs sharing --out).")
-@click.option("--limit", type=click.IntRange(0), default=None, help="Only the first N photos/frames (quick runs).")
-@click.option("--device", default=None, help="Detector device: auto, cpu, cuda or cuda:N [recipe: auto].")
-@click.option("--seed", type=int, default=None,
-              help="Seed of sources that draw at random (degraded: the degradation of each face) [recipe: 0].")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="TOML/JSON file overriding the recipe.")
-@click.option("-o", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override one recipe value, e.g. -o filters.max_avg_size=20 -o source.stride=30.")
-@click.option("--exclude", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Reviewer exclusion list (face ids, or source+box rows); kept in OUT/exclusions.csv.")
-@click.option("--overwrite", is_flag=True, help="Discard a previous build in --out made with other settings.")
-@click.option("--dry-run", is_flag=True, help="Read the source, print the plan and the resolved recipe, build nothing.")
-def build_dataset_command(source: str, root: Path | None, out: Path, workers: int, shard_spec: str | None,
-                          limit: int | None, device: str | None, seed: int | None, config_file: Path | None,
-                          overrides: tuple[str, ...], exclude: tuple[Path, ...], overwrite: bool,
-                          dry_run: bool) -> None:
-    """Detect tiny faces in photos or video (or crop paired HR/LR sets) into a carded dataset.
-
-    \b
-    SOURCE: pipa, dukemtmc, widerface (genuine-LR faces of average size <= 16 px found by a
-    tiny-face detector), celeba, helen (64x64 HR + 16x16 LR = DS(HR) pairs), folder, video
-    (any images or videos), sample (the embedded sample; no --root needed), degraded (HR
-    faces of any folder, a built paired set or the sample + a seeded real-world degradation
-    chain as LR, parameters per face in the manifest), degraded_scenes (photos shrunk until
-    their faces are 8-16 px and JPEG-stored, faces detected there, HR cut from the original).
-    Settings come from the recipe pipelines/SOURCE.toml, then --config, then -o KEY=VALUE.
-
-    \b
-    Writes into OUT: manifest.csv (one row per kept face), crops/ (native size), lr16/,
-    hr64/ (paired sets), rejected.csv (candidate, reason), unreadable.csv (file, line,
-    reason), stats.json, review/*.jpg contact sheets, DATASET_CARD.md, size_histogram.png.
-    A killed build resumes where it stopped when the same command is run again.
-
-    \b
-    Examples:
-      lrfb build-dataset sample --out lrfb-data/sample
-      lrfb build-dataset pipa --root /data/PIPA --out lrfb-data/lr-pipa --workers 4
-      lrfb build-dataset video --root clip.mp4 --out lrfb-data/clip -o source.stride=10
-      lrfb build-dataset degraded --root lrfb-data/helen --out lrfb-data/helen-degraded --seed 1
-      lrfb build-dataset pipa --root /data/PIPA --out lrfb-data/lr-pipa --exclude review-decisions.csv
-    """
-    from lrfacebench.data.sources.base import LayoutError
-
-    t0 = time.perf_counter()
-    if root is None:
-        if source != "sample":
-            raise click.UsageError(f"--root is required for {source}")
-        from lrfacebench.data.sources.sample import default_root
-
-        root = default_root()
-    if not root.exists():
-        raise click.BadParameter(f"{root} does not exist", param_hint="--root")
-    try:
-        cfg = resolve_config(source, config_file, overrides, limit, device, seed)
-        if dry_run:
-            _dry_run(cfg, root)
-            return
-        result = build(cfg, root, out, workers, parse_shard(shard_spec), exclude, overwrite)
-    except (LayoutError, ValueError, FileNotFoundError) as e:
-        raise click.ClickException(str(e)) from None
-    if result is None:
-        click.echo(f"shard job {shard_spec} finished its shards; the merge runs when the last job finishes "
-                   f"(or run the command again without --shard). Output: {out}")
-        return
-    for line in summary(result, out, time.perf_counter() - t0):
-        click.echo(line)
-
-
-def _dry_run(cfg: "BuildConfig", root: Path) -> None:
-    from lrfacebench import config as cfglib
-    from lrfacebench.data.shards import make_plan
-
+def describe_build_plan(cfg: BuildConfig, root: Path) -> str:
+    """What a dry run shows: the resolved recipe and the plan (items, shards, annotation problems)."""
     plan = make_plan(cfg, root)
-    click.echo(json.dumps(cfglib.to_dict(cfg), indent=2, default=str))
-    click.echo(f"{plan.source} ({plan.kind}) at {plan.root}: {len(plan.items):,} items in {plan.n_shards:,} shards "
-               f"of {plan.shard_size}; {len(plan.problems):,} annotation problems")
-    for p in plan.problems[:10]:
-        click.echo(f"  {p.file}:{p.line}: {p.reason}")
+    lines = [json.dumps(cfglib.to_dict(cfg), indent=2, default=str),
+             f"{plan.source} ({plan.kind}) at {plan.root}: {len(plan.items):,} items in {plan.n_shards:,} shards "
+             f"of {plan.shard_size}; {len(plan.problems):,} annotation problems"]
+    lines += [f"  {p.file}:{p.line}: {p.reason}" for p in plan.problems[:10]]
+    return "\n".join(lines)

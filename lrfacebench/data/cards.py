@@ -13,10 +13,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import click
+from matplotlib.figure import Figure
 
 from lrfacebench.data.sources import rule as source_rule
 from lrfacebench.data.sources.base import SceneRule
+from lrfacebench.errors import DatasetError
+from lrfacebench.io import atomic_path, write_text
 
 MARKERS = ("composition", "collection")
 FIELDS = {
@@ -61,16 +63,10 @@ def _bars(hist: dict[str, int], cap: int) -> tuple[list[int], list[int]]:
 
 def write_histogram(stats: dict[str, Any], path: Path) -> None:
     """Bar chart of the average face size of kept faces (and all candidates, outlined)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from lrfacebench.io import atomic_path
-
     h = stats["size_histogram"]
     cap = max([int(k) for k in h["kept"]] + [32])  # candidates larger than every kept face share one bar
-    fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
+    fig = Figure(figsize=(6, 3), dpi=100)
+    ax = fig.subplots()
     ax.bar(*_bars(h["candidates"], cap), width=0.9, color="none", edgecolor="grey", label="candidates")
     ax.bar(*_bars(h["kept"], cap), width=0.9, color="tab:blue", label="kept")
     ax.set_xlabel(f"average face size (w+h)/2, px (last bar: > {cap})")
@@ -80,7 +76,6 @@ def write_histogram(stats: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)
 
 
 def composition(stats: dict[str, Any]) -> str:
@@ -192,27 +187,10 @@ def render(stats: dict[str, Any], text: str) -> str:
 
 def write_card(out: Path, text: str | None = None) -> Path:
     """Write ``out/DATASET_CARD.md`` and ``out/size_histogram.png`` from ``out/stats.json``."""
-    from lrfacebench.io import write_text
-
+    if not (out / "stats.json").is_file():
+        raise DatasetError(f"{out}/stats.json not found: not a dataset built by lrfb build-dataset")
     stats = json.loads((out / "stats.json").read_text())
     write_histogram(stats, out / "size_histogram.png")
     path = out / "DATASET_CARD.md"
     write_text(path, render(stats, text if text is not None else curated_text(stats["dataset"])))
     return path
-
-
-@click.command("card")
-@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--text", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Curated Markdown to use instead of the packaged data_cards/<name>.md.")
-def card_command(dataset: Path, text: Path | None) -> None:
-    """Regenerate DATASET_CARD.md and size_histogram.png of a built dataset from its stats.json.
-
-    \b
-    Example:
-      lrfb card lrfb-data/sample --text my-card.md
-    """
-    if not (dataset / "stats.json").is_file():
-        raise click.ClickException(f"{dataset}/stats.json not found: not a dataset built by lrfb build-dataset")
-    path = write_card(dataset, text.read_text(encoding="utf-8") if text else None)
-    click.echo(f"wrote {path}")

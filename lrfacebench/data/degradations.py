@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from lrfacebench.degrade import imresize, to_uint8
 
@@ -255,8 +256,6 @@ def _jpeg(x: np.ndarray, quality: int) -> np.ndarray:
 
 def jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
     """PIL JPEG round trip (quality 1-100, 4:2:0 chroma) of RGB uint8 ``(H,W,3)`` -> RGB uint8."""
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="JPEG", quality=int(quality), subsampling="4:2:0")
     with Image.open(buf) as im:

@@ -12,20 +12,24 @@ Images are RGB ``uint8`` arrays ``(H,W,3)``; boxes are ``(x1, y1, x2, y2)`` floa
 original pixels; landmarks are ``(5,2)`` float ``(x, y)`` in original pixels in MTCNN's
 order: left eye, right eye, nose, left and right mouth corner (left = image left).
 
-:func:`evaluate_on_annotated` measures recall and precision on photos with annotated faces
-shrunk to a chosen face size (the acceptance check of the dataset builder).
+:mod:`lrfacebench.data.annotated` measures recall and precision on photos with annotated faces.
 """
 from __future__ import annotations
 
 import logging
 import math
-import time
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Iterable, Iterator, Protocol, Sequence
 
+import cv2
 import numpy as np
+import torch
+from facenet_pytorch import MTCNN
+from torchvision.ops import boxes as box_ops
+from torchvision.ops import nms
+
+from lrfacebench.runtime import resolve_device
+from lrfacebench.weights import locate
 
 log = logging.getLogger(__name__)
 
@@ -112,16 +116,11 @@ def make_detector(cfg: DetectorConfig) -> Detector:
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of boxes ``a`` (N,4) and ``b`` (M,4), x1,y1,x2,y2 floats -> (N,M) float in [0,1]."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = iw * ih
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+    """IoU of boxes ``a`` (N,4) and ``b`` (M,4), x1,y1,x2,y2 floats with x1 <= x2, y1 <= y2 ->
+    (N,M) float64 in [0,1] (``torchvision.ops.box_iou``; 0 where both boxes are empty)."""
+    a = torch.as_tensor(np.asarray(a, dtype=np.float64).reshape(-1, 4))
+    b = torch.as_tensor(np.asarray(b, dtype=np.float64).reshape(-1, 4))
+    return torch.nan_to_num(box_ops.box_iou(a, b), nan=0.0).numpy()
 
 
 def check_image(image: np.ndarray) -> None:
@@ -152,11 +151,6 @@ class MTCNNDetector:
     """Multi-scale MTCNN (facenet-pytorch 2.5.3, bundled weights checked by sha256)."""
 
     def __init__(self, cfg: DetectorConfig):
-        from facenet_pytorch import MTCNN
-
-        from lrfacebench.runtime import resolve_device
-        from lrfacebench.weights import locate
-
         if not cfg.scales or min(cfg.scales) <= 0:
             raise ValueError(f"scales must be positive, got {cfg.scales}")
         if cfg.tile <= cfg.tile_overlap:
@@ -255,8 +249,6 @@ class MTCNNDetector:
         return out
 
     def _mtcnn(self, batch: list[_Job]) -> list[tuple[_Job, np.ndarray, np.ndarray, np.ndarray]]:
-        import torch
-
         x = torch.from_numpy(np.stack([j.pixels for j in batch])).to(self.device)
         boxes, probs, points = self.mtcnn.detect(x, landmarks=True)
         out = []
@@ -282,9 +274,6 @@ class MTCNNDetector:
     def _merge(self, results: list[tuple[_Job, np.ndarray, np.ndarray, np.ndarray]], n: int
                ) -> list[list[Detection]]:
         """Per image: NMS over every scale, tile and ROI; detections sorted by score, best first."""
-        import torch
-        from torchvision.ops import nms
-
         per: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in range(n)]
         for j, b, p, pt in results:
             if len(b):
@@ -319,150 +308,7 @@ def _upsample(region: np.ndarray, w: int, h: int) -> np.ndarray:
     and never produces a dataset pixel; OpenCV's separable bicubic is O(pixels), while the dense
     matrices of ``imresize`` cost O(H_out*H_in*W) and would dominate detection time on photos.
     """
-    import cv2
-
     src = region.astype(np.float32)
     if (w, h) == (region.shape[1], region.shape[0]):
         return src
     return np.clip(cv2.resize(src, (w, h), interpolation=cv2.INTER_CUBIC), 0, 255)
-
-
-# ---- evaluation on annotated photos ----------------------------------------------------
-
-def read_dlib_xml(path: str | Path) -> dict[str, np.ndarray]:
-    """dlib ``imglab`` XML (``<image file=...><box top left width height/>``) -> {file: (N,4) boxes}.
-
-    Boxes marked ``ignore='1'`` are left out. Raises ``ValueError`` for malformed files.
-    """
-    try:
-        root = ET.parse(path).getroot()
-    except (ET.ParseError, OSError) as e:
-        raise ValueError(f"{path}: cannot read dlib XML: {e}") from None
-    out: dict[str, np.ndarray] = {}
-    for im in root.iter("image"):
-        rows = []
-        for bx in im.iter("box"):
-            if bx.get("ignore", "0") == "1":
-                continue
-            try:
-                x, y = float(bx.get("left")), float(bx.get("top"))  # type: ignore[arg-type]
-                rows.append((x, y, x + float(bx.get("width")), y + float(bx.get("height"))))  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                raise ValueError(f"{path}: malformed box {bx.attrib} in {im.get('file')}") from None
-        out[im.get("file", "")] = np.array(rows, dtype=np.float64).reshape(-1, 4)
-    return out
-
-
-def load_dlib_annotated(folder: str | Path, xml_files: Sequence[str] = ("training.xml", "testing.xml")
-                        ) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
-    """Photos and face boxes of a dlib ``examples/faces``-style folder: (file names, RGB uint8
-    images, (N,4) boxes), sorted by file name. Raises ``ValueError`` for a missing or malformed file."""
-    from lrfacebench.io import UnreadableImage, read_rgb
-
-    folder = Path(folder)
-    boxes: dict[str, np.ndarray] = {}
-    for x in xml_files:
-        boxes.update(read_dlib_xml(folder / x))
-    names = sorted(boxes)
-    photos = []
-    for n in names:
-        try:
-            photos.append(read_rgb(folder / n))
-        except UnreadableImage as e:
-            raise ValueError(f"{folder / n}: annotated photo unreadable: {e}") from None
-    return names, photos, [boxes[n] for n in names]
-
-
-def shrink_to_face_size(image: np.ndarray, boxes: np.ndarray, target: float
-                        ) -> tuple[np.ndarray, np.ndarray]:
-    """Shrink ``image`` so that its annotated faces average ``target`` px (mean of box w,h).
-
-    Uses ``degrade.imresize`` (antialiased bicubic). Returns the uint8 image and the boxes
-    scaled to it. Photos whose faces are already smaller are returned unchanged.
-    """
-    import torch
-
-    from lrfacebench.degrade import imresize
-
-    side = float(np.mean((boxes[:, 2] - boxes[:, 0] + boxes[:, 3] - boxes[:, 1]) / 2))
-    s = target / side
-    if s >= 1:
-        return image, boxes.copy()
-    H, W = image.shape[:2]
-    h, w = max(1, round(H * s)), max(1, round(W * s))
-    x = torch.from_numpy(image).permute(2, 0, 1)[None].double()
-    small = imresize(x, (h, w))[0].permute(1, 2, 0).clamp(0, 255).round().to(torch.uint8).numpy()
-    return small, boxes * np.array([w / W, h / H, w / W, h / H])
-
-
-def match_greedy(det: np.ndarray, gt: np.ndarray, min_iou: float) -> list[tuple[int, int, float]]:
-    """Greedy one-to-one matching by decreasing IoU: [(det index, gt index, IoU)] with IoU >= min_iou."""
-    if len(det) == 0 or len(gt) == 0:
-        return []
-    iou = box_iou(det, gt)
-    pairs = []
-    used_d, used_g = set(), set()
-    for flat in np.argsort(-iou, axis=None, kind="stable"):
-        i, j = divmod(int(flat), iou.shape[1])
-        if iou[i, j] < min_iou:
-            break
-        if i not in used_d and j not in used_g:
-            used_d.add(i)
-            used_g.add(j)
-            pairs.append((i, j, float(iou[i, j])))
-    return pairs
-
-
-def evaluate_on_annotated(detector: Detector, photos: Sequence[np.ndarray], boxes: Sequence[np.ndarray],
-                          target_size: float | None, min_iou: float = 0.4,
-                          verify: Callable[[np.ndarray, list[Detection]], list[Detection]] | None = None
-                          ) -> dict[str, Any]:
-    """Recall/precision of ``detector`` on annotated photos shrunk so faces average ``target_size`` px.
-
-    ``photos``: RGB uint8 images; ``boxes``: (N,4) annotated face boxes per photo;
-    ``target_size=None`` evaluates at native size. ``verify`` (image, detections) -> kept detections
-    applies later stages (e.g. the quality filters) before matching. A detection matches an
-    annotated box when IoU >= ``min_iou`` (greedy, one-to-one); every unmatched detection is a
-    false positive. Returns recall, precision, mean_iou (of matches), n_gt, n_det, n_tp after
-    ``verify``, ``raw``: the same figures before it, ``seconds`` (detection time) and
-    ``unmatched``: [(photo index, Detection, scaled image)] after ``verify``, for review.
-    """
-    raw, final = _Tally(), _Tally()
-    seconds = 0.0
-    for k, (img, gt) in enumerate(zip(photos, boxes)):
-        if target_size is not None:
-            img, gt = shrink_to_face_size(img, gt, target_size)
-        t = time.perf_counter()
-        dets = detector.detect(img)
-        seconds += time.perf_counter() - t
-        raw.add(k, img, dets, gt, min_iou)
-        final.add(k, img, verify(img, dets) if verify is not None else dets, gt, min_iou)
-    out = final.summary()
-    out.update(seconds=seconds, raw=raw.summary(), unmatched=final.unmatched)
-    return out
-
-
-@dataclass
-class _Tally:
-    """Running match counts of :func:`evaluate_on_annotated`."""
-
-    n_gt: int = 0
-    n_det: int = 0
-    n_tp: int = 0
-
-    def __post_init__(self) -> None:
-        self.ious: list[float] = []
-        self.unmatched: list[tuple[int, Detection, np.ndarray]] = []
-
-    def add(self, k: int, img: np.ndarray, dets: list[Detection], gt: np.ndarray, min_iou: float) -> None:
-        pairs = match_greedy(np.array([d.box for d in dets]).reshape(-1, 4), gt, min_iou)
-        matched = {i for i, _, _ in pairs}
-        self.unmatched += [(k, d, img) for i, d in enumerate(dets) if i not in matched]
-        self.ious += [v for _, _, v in pairs]
-        self.n_gt, self.n_det, self.n_tp = self.n_gt + len(gt), self.n_det + len(dets), self.n_tp + len(pairs)
-
-    def summary(self) -> dict[str, Any]:
-        return {"recall": self.n_tp / max(self.n_gt, 1),
-                "precision": self.n_tp / self.n_det if self.n_det else 1.0,
-                "mean_iou": float(np.mean(self.ious)) if self.ious else 0.0,
-                "n_gt": self.n_gt, "n_det": self.n_det, "n_tp": self.n_tp}

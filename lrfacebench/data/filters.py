@@ -27,8 +27,12 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
+from facenet_pytorch.models.mtcnn import ONet, RNet
 
 from lrfacebench.data.detect import Box, Detection
+from lrfacebench.degrade import imresize
+from lrfacebench.weights import locate
 
 REASONS: tuple[str, ...] = ("too_large", "too_small", "cut_by_border", "low_score", "bad_landmarks",
                             "junk_blank", "junk_dark", "junk_flat", "not_a_face", "near_duplicate")
@@ -100,6 +104,17 @@ def crop_face(image: np.ndarray, box: Box) -> np.ndarray:
     return image[cy0:cy1, cx0:cx1].copy()
 
 
+def padded_crop(image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    """The square of :func:`crop_rect` of ``box`` at native resolution; parts outside the image are
+    filled by edge replication (paired sets need square HR crops even at the border)."""
+    x0, y0, x1, y1 = crop_rect(box)
+    H, W = image.shape[:2]
+    cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(W, x1), min(H, y1)
+    part = image[cy0:cy1, cx0:cx1]
+    pad = ((cy0 - y0, y1 - cy1), (cx0 - x0, x1 - cx1), (0, 0))
+    return np.pad(part, pad, mode="edge") if any(p for q in pad for p in q) else part.copy()
+
+
 def make_candidates(image: np.ndarray, detections: Sequence[Detection], source: str = "",
                     frame: int | None = None) -> list[Candidate]:
     """Candidates for ``detections`` in RGB ``image`` (crops by :func:`crop_face`)."""
@@ -138,10 +153,6 @@ def junk_reason(crop: np.ndarray, cfg: FilterConfig) -> str | None:
 @functools.lru_cache(maxsize=1)
 def _nets():
     """MTCNN's R-Net and O-Net (facenet-pytorch bundled weights, sha256-checked), eval mode, CPU."""
-    from facenet_pytorch.models.mtcnn import ONet, RNet
-
-    from lrfacebench.weights import locate
-
     locate("mtcnn-rnet")
     locate("mtcnn-onet")
     return RNet(pretrained=True).eval(), ONet(pretrained=True).eval()
@@ -150,10 +161,6 @@ def _nets():
 def face_probability(crops: Sequence[np.ndarray]) -> np.ndarray:
     """Second-stage face check: (N,) float in [0,1], the mean face probability of R-Net (24x24)
     and O-Net (48x48) on each crop and its mirror image (crops up-sampled by ``degrade.imresize``)."""
-    import torch
-
-    from lrfacebench.degrade import imresize
-
     if len(crops) == 0:
         return np.zeros(0)
     rnet, onet = _nets()
@@ -233,14 +240,13 @@ def _cheap_reason(c: Candidate, cfg: FilterConfig) -> str | None:
 _DUP_SIDE, _DUP_SHIFT, _DUP_COARSE, _DUP_PREFILTER = 16, 2, 4, 0.7
 
 
-def _chw(crop: np.ndarray):
-    """RGB uint8 (h,w,3) -> (1,3,h,w) float64 tensor."""
-    import torch
-
+def _chw(crop: np.ndarray) -> torch.Tensor:
+    """RGB uint8 (h,w,3) -> (1,3,h,w) float64 tensor in [0,255]."""
     return torch.from_numpy(np.require(crop, requirements=("C", "W"))).permute(2, 0, 1)[None].double()
 
 
-def _ncc(v):
+def _ncc(v: torch.Tensor) -> torch.Tensor:
+    """Each row of ``v`` centred and scaled to unit norm (normalised cross-correlation by dot product)."""
     v = v - v.mean(-1, keepdim=True)
     return v / (v.norm(dim=-1, keepdim=True) + 1e-8)
 
@@ -255,10 +261,6 @@ def near_duplicates(crops: Sequence[np.ndarray], cfg: FilterConfig) -> list[int 
     (0.97 by default: no pair of 433 different crowd faces of the sample exceeds 0.968). Pairs
     are pre-screened by a 4x4 thumbnail correlation >= 0.7. Deterministic (ties -> smaller j).
     """
-    import torch
-
-    from lrfacebench.degrade import imresize
-
     n = len(crops)
     if n < 2:
         return [None] * n

@@ -2,13 +2,17 @@
 into an exclusion list that a rerun of ``lrfb build-dataset`` applies)."""
 from __future__ import annotations
 
+import shutil
+from collections import defaultdict
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from lrfacebench.io import atomic_path
+from lrfacebench.data.manifest import write_csv
+from lrfacebench.data.recipe import BuildOptions
+from lrfacebench.io import atomic_path, read_rgb
 
 _LABEL_H = 12
 
@@ -45,3 +49,33 @@ def contact_sheet(crops: Sequence[np.ndarray], labels: Sequence[str], path: Path
     fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
     with atomic_path(path) as tmp:
         sheet.save(tmp, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+
+
+def write_review(out: Path, kept: list[dict[str, Any]], rejected: list[dict[str, Any]],
+                 b: BuildOptions) -> None:
+    """Contact sheets for a human reviewer: ``review/kept_NNN.jpg`` (pages of ``review_faces``)
+    and ``review/rejected_<reason>.jpg``; ``review/index.csv`` maps sheet cells to face ids."""
+    shutil.rmtree(out / "review", ignore_errors=True)  # sheets of a previous merge
+    index: list[tuple[str, int, str, str]] = []
+    pages = [kept[i:i + b.review_faces] for i in range(0, len(kept), b.review_faces)][: b.review_sheets]
+    for p, rows in enumerate(pages, 1):
+        name = f"kept_{p:03d}.jpg"
+        contact_sheet([read_rgb(out / r["crop"]) for r in rows], [_short(r["face_id"]) for r in rows],
+                      out / "review" / name)
+        index += [(name, k, r["face_id"], "") for k, r in enumerate(rows)]
+    by_reason: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rejected:
+        if r["crop"] and len(by_reason[r["reason"]]) < b.review_faces:
+            by_reason[r["reason"]].append(r)
+    for reason, rows in sorted(by_reason.items()):
+        name = f"rejected_{reason}.jpg"
+        contact_sheet([read_rgb(out / r["crop"]) for r in rows], [_short(r["candidate"]) for r in rows],
+                      out / "review" / name)
+        index += [(name, k, r["candidate"], reason) for k, r in enumerate(rows)]
+    write_csv(out / "review" / "index.csv", ("sheet", "cell", "face_id", "reason"), index)
+
+
+def _short(fid: str) -> str:
+    """``s00003-000017`` -> ``3-17`` (sheet label)."""
+    s, k = fid[1:].split("-")
+    return f"{int(s)}-{int(k)}"

@@ -1,6 +1,7 @@
 """Explicit method registry: name -> "module:Class", imported lazily (no import-time scanning).
 
-Adding a method is one new module plus one line here.
+Adding a method is one new module plus one line here. :func:`resolve_method` also accepts
+``package.module:Class`` of any :class:`Method` subclass outside the registry.
 """
 from __future__ import annotations
 
@@ -28,4 +29,34 @@ def get_method(name: str) -> type[Method]:
     return getattr(importlib.import_module(module), cls)
 
 
-__all__ = ["Batch", "Method", "MethodConfig", "Stage", "METHODS", "get_method"]
+def resolve_method(spec: str) -> type[Method]:
+    """A registered method name, or ``package.module:Class`` of any Method subclass."""
+    if spec in METHODS or ":" not in spec:
+        return get_method(spec)
+    module, _, attr = spec.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"cannot import method {spec!r}: {e}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise ValueError(f"{spec!r} is not a lrfacebench Method subclass")
+    return cls
+
+
+def describe_methods() -> list[str]:
+    """One block per registered method; an unimportable one is listed with its error."""
+    lines = []
+    for name in METHODS:
+        try:
+            cls = get_method(name)
+        except Exception as e:  # noqa: BLE001 - listing must survive a broken method module
+            lines.append(f"{name:<10} unavailable ({type(e).__name__}: {e})")
+            continue
+        lines.append(f"{name:<10} {cls.summary}")
+        lines.append(f"{'':<10} presets: {', '.join(cls.presets)}; variants: {', '.join(cls.variants)}; "
+                     f"deployed: {', '.join(cls.deployed) or '-'}")
+    return lines
+
+
+__all__ = ["Batch", "Method", "MethodConfig", "Stage", "METHODS", "describe_methods", "get_method",
+           "resolve_method"]

@@ -12,18 +12,13 @@ import platform
 import statistics
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Mapping
 
-if TYPE_CHECKING:
-    import torch
-
-    from lrfacebench.methods.base import Method
+import torch
 
 
-def device_name(device: "torch.device") -> str:
+def device_name(device: torch.device) -> str:
     """Human-readable name of the device, e.g. ``NVIDIA H100 80GB HBM3`` or the CPU model."""
-    import torch
-
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     cpuinfo = Path("/proc/cpuinfo")
@@ -32,7 +27,7 @@ def device_name(device: "torch.device") -> str:
     return f"{model or platform.processor() or 'CPU'} ({torch.get_num_threads()} threads)"
 
 
-def time_inference(fn: Callable[["torch.Tensor"], "torch.Tensor"], device: "torch.device",
+def time_inference(fn: Callable[[torch.Tensor], torch.Tensor], device: torch.device,
                    input_shape: tuple[int, int, int] = (3, 16, 16), warmup: int = 20,
                    n_timed: int = 1000, large_batch: int = 256, large_repeats: int = 5,
                    seed: int = 0) -> dict:
@@ -42,8 +37,6 @@ def time_inference(fn: Callable[["torch.Tensor"], "torch.Tensor"], device: "torc
     (``large_batch`` / median time of ``large_repeats`` calls after 2 warm-up calls), the batch
     sizes and counts used, and ``device_name``.
     """
-    import torch
-
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     gen = torch.Generator().manual_seed(seed)
 
@@ -69,15 +62,12 @@ def time_inference(fn: Callable[["torch.Tensor"], "torch.Tensor"], device: "torc
             "device": str(device), "device_name": device_name(device)}
 
 
-def method_complexity(method: "Method", device: "torch.device", artificial: bool = False,
-                      **timing) -> dict:
-    """Parameter counts (``params_deployed``, ``params_trained``, one entry per net) and
-    :func:`time_inference` of ``method.super_resolve`` (genuine-LR path unless ``artificial``)."""
-    method.to(device).eval()
-    counts = method.parameter_counts()
-    result = {"method": method.name, "params_deployed": counts["deployed"],
-              "params_trained": counts["trained"],
+def model_complexity(super_resolve: Callable[[torch.Tensor], torch.Tensor], counts: Mapping[str, int],
+                     device: torch.device, **timing) -> dict:
+    """Parameter counts (``params_deployed``, ``params_trained``, one ``params_NET`` per net, from
+    ``counts`` as :meth:`Method.parameter_counts` gives them) and :func:`time_inference` of
+    ``super_resolve`` (``(N,3,16,16)`` -> ``(N,3,64,64)``, floats in [0,1], on ``device``)."""
+    result = {"params_deployed": counts["deployed"], "params_trained": counts["trained"],
               **{f"params_{k}": v for k, v in counts.items() if k not in ("deployed", "trained")}}
-    result.update(time_inference(lambda x: method.super_resolve(x, artificial=artificial), device,
-                                 **timing))
+    result.update(time_inference(super_resolve, device, **timing))
     return result

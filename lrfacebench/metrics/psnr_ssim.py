@@ -7,12 +7,12 @@
 - Y channel (primary): ITU-R BT.601 as MATLAB ``rgb2ycbcr`` on double input,
   ``Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255`` for R, G, B in [0,255], kept unrounded
   (BasicSR ``test_y_channel``). RGB (secondary): all three channels.
-- PSNR ``= 10 log10(255^2 / MSE)``, MSE over all pixels (and channels); ``inf`` when identical.
+- PSNR ``= 10 log10(255^2 / MSE)``, MSE over all pixels (and channels); ``inf`` when identical
+  (scikit-image's ``peak_signal_noise_ratio`` with ``data_range=255``).
 - SSIM (Wang et al. 2004): Gaussian window 11x11, sigma 1.5, K1 = 0.01, K2 = 0.03, L = 255,
   statistics only where the window lies inside the image ("valid"), mean of the SSIM map; for
-  RGB the mean over channels. This equals BasicSR's ``calculate_ssim`` and scikit-image's
-  ``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-  data_range=255)``.
+  RGB the mean over channels: scikit-image's ``structural_similarity(gaussian_weights=True,
+  sigma=1.5, use_sample_covariance=False, data_range=255)``, which equals BasicSR's ``calculate_ssim``.
 - Over a set, each metric is the mean (and std) of the per-image values.
 """
 from __future__ import annotations
@@ -20,18 +20,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from lrfacebench import io
-
-if TYPE_CHECKING:
-    import torch
+from lrfacebench.pixels import tensor_to_rgb
 
 METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
 _WINDOW, _SIGMA = 11, 1.5
-_C1, _C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
 
 
 def rgb_to_y(img: np.ndarray) -> np.ndarray:
@@ -41,34 +39,16 @@ def rgb_to_y(img: np.ndarray) -> np.ndarray:
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB of two equally shaped arrays in [0,255]; ``inf`` when they are identical."""
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return math.inf if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
-
-
-def _gaussian() -> np.ndarray:
-    x = np.arange(_WINDOW, dtype=np.float64) - (_WINDOW - 1) / 2
-    g = np.exp(-(x**2) / (2 * _SIGMA**2))
-    return g / g.sum()
-
-
-def _filter_valid(x: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Separable correlation of ``(H,W)`` with ``g`` x ``g``, valid part only: ``(H-10,W-10)``."""
-    win = np.lib.stride_tricks.sliding_window_view
-    return win(win(x, len(g), axis=0) @ g, len(g), axis=1) @ g
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return math.inf if np.array_equal(a, b) else float(peak_signal_noise_ratio(a, b, data_range=255))
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
     """SSIM of two single-channel ``(H,W)`` images in [0,255] (H, W >= 11)."""
     if min(a.shape) < _WINDOW:
         raise ValueError(f"SSIM needs images of at least {_WINDOW}x{_WINDOW}, got {a.shape}")
-    a, b, g = a.astype(np.float64), b.astype(np.float64), _gaussian()
-    mu_a, mu_b = _filter_valid(a, g), _filter_valid(b, g)
-    var_a = _filter_valid(a * a, g) - mu_a**2
-    var_b = _filter_valid(b * b, g) - mu_b**2
-    cov = _filter_valid(a * b, g) - mu_a * mu_b
-    ssim_map = ((2 * mu_a * mu_b + _C1) * (2 * cov + _C2)) / (
-        (mu_a**2 + mu_b**2 + _C1) * (var_a + var_b + _C2))
-    return float(ssim_map.mean())
+    return float(structural_similarity(a.astype(np.float64), b.astype(np.float64), gaussian_weights=True,
+                                       sigma=_SIGMA, use_sample_covariance=False, data_range=255))
 
 
 def measure(sr: np.ndarray, hr: np.ndarray, crop_border: int = 0) -> dict[str, float]:
@@ -120,15 +100,12 @@ class PSNRSSIMResult:
                  "protocol": self.protocol(m), "higher_is_better": True} for m in METRICS]
 
 
-def measure_tensors(sr: "torch.Tensor", hr: "torch.Tensor", crop_border: int = 0,
+def measure_tensors(sr: torch.Tensor, hr: torch.Tensor, crop_border: int = 0,
                     names: list[str] | None = None) -> PSNRSSIMResult:
     """Batch form: ``(N,3,H,W)`` float in [0,1] each; quantised with ``degrade.to_uint8`` first."""
-    from lrfacebench.degrade import to_uint8
-
     if sr.shape != hr.shape:
         raise ValueError(f"shape mismatch: sr {tuple(sr.shape)} vs hr {tuple(hr.shape)}")
-    a = to_uint8(sr.detach().cpu()).permute(0, 2, 3, 1).numpy()
-    b = to_uint8(hr.detach().cpu()).permute(0, 2, 3, 1).numpy()
+    a, b = tensor_to_rgb(sr), tensor_to_rgb(hr)
     names = names or [str(i) for i in range(len(a))]
     return PSNRSSIMResult([{"name": n, **measure(x, y, crop_border)} for n, x, y in zip(names, a, b)],
                           crop_border)

@@ -17,8 +17,11 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
 
 from lrfacebench import io
+from lrfacebench.degrade import imresize
+from lrfacebench.pixels import rgb_to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +55,11 @@ class Rank1Result:
                  **self.extra}]
 
 
-def flip_features(embed: Callable, images, batch_size: int = 256):
+def flip_features(embed: Callable, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
     """``embed(x) + embed(hflip(x))``, L2-normalised: ``(N,3,H,W)`` float in [0,1] -> ``(N,D)`` float32.
 
     ``embed`` maps a ``(B,3,H,W)`` float tensor in [0,1] to ``(B,D)`` (tensor or array).
     """
-    import torch
-
     images = torch.as_tensor(images)
     out = []
     with torch.no_grad():
@@ -102,7 +103,7 @@ def rank1_from_features(feats: np.ndarray, labels: Sequence, trials: int = 10,
                        int(len(members)), int(n_excluded), trials, seed)
 
 
-def rank1_cmc(embed: Callable, images, labels: Sequence, trials: int = 10, seed: int = 0,
+def rank1_cmc(embed: Callable, images: torch.Tensor, labels: Sequence, trials: int = 10, seed: int = 0,
               batch_size: int = 256) -> Rank1Result:
     """Rank-1/CMC of faces ``(N,3,64,64)`` float in [0,1] with ``labels`` under ``embed``."""
     return rank1_from_features(flip_features(embed, images, batch_size), labels, trials, seed)
@@ -128,65 +129,42 @@ def read_identities(csv_path: str | Path) -> dict[str, str]:
     return out
 
 
-def load_faces(folder: str | Path, identities: dict[str, str], size: int = 64):
+def faces_tensor(images: Sequence[np.ndarray], size: int = 64) -> tuple[torch.Tensor, int]:
+    """RGB uint8 faces of any size -> ``((N,3,size,size) float in [0,1], number resized)``; faces of
+    another size are resized with :func:`lrfacebench.degrade.imresize` (bicubic) and clamped."""
+    out, resized = [], 0
+    for rgb in images:
+        x = rgb_to_tensor(rgb)
+        if x.shape[-2:] != (size, size):
+            x, resized = imresize(x, (size, size)).clamp(0, 1), resized + 1
+        out.append(x)
+    return torch.cat(out), resized
+
+
+def read_labelled_faces(folder: str | Path, identities: dict[str, str], size: int = 64
+                        ) -> tuple[torch.Tensor, list[str], list[str]]:
     """Faces below ``folder`` that have an identity: ``((N,3,size,size) float in [0,1], labels, names)``.
 
     Images are matched to ``identities`` by file stem; others are skipped (counted in the log).
-    Images of another size are resized with :func:`lrfacebench.degrade.imresize` (bicubic).
-    Unreadable images raise ``ValueError`` naming the file.
+    Images of another size are resized (:func:`faces_tensor`). Unreadable images raise
+    ``ValueError`` naming the file.
     """
-    import torch
-
-    from lrfacebench.degrade import imresize
-
     files = io.list_images(folder)
     if not files:
         raise ValueError(f"{folder}: no images")
-    images, labels, names, resized = [], [], [], 0
-    for p in files:
-        if p.stem not in identities:
-            continue
+    named = [p for p in files if p.stem in identities]
+    if not named:
+        raise ValueError(f"{folder}: none of its {len(files)} images is named in the identity list")
+    rgbs = []
+    for p in named:
         try:
-            x = torch.from_numpy(io.read_rgb(p)).permute(2, 0, 1)[None].float() / 255
+            rgbs.append(io.read_rgb(p))
         except io.UnreadableImage as e:
             raise ValueError(f"{p}: cannot read ({e})") from None
-        if x.shape[-2:] != (size, size):
-            x, resized = imresize(x, (size, size)).clamp(0, 1), resized + 1
-        images.append(x)
-        labels.append(identities[p.stem])
-        names.append(p.stem)
-    if not images:
-        raise ValueError(f"{folder}: none of its {len(files)} images is named in the identity list")
-    if len(files) > len(images):
-        log.info("rank-1: %d of %d images have no identity and are skipped", len(files) - len(images),
+    images, resized = faces_tensor(rgbs, size)
+    if len(files) > len(named):
+        log.info("rank-1: %d of %d images have no identity and are skipped", len(files) - len(named),
                  len(files))
     if resized:
         log.warning("rank-1: %d images were not %dx%d and were resized (bicubic)", resized, size, size)
-    return torch.cat(images), labels, names
-
-
-def recognizer_embed(spec: str, device: str = "cpu") -> Callable:
-    """``embed`` of a trained recogniser, ``spec = RUN[:NET]`` (NET defaults to ``phi_fr``).
-
-    The run's newest checkpoint (all nets, not only the deployed ones) is loaded with
-    ``lrfacebench.train.load_method``; the net gets inputs in [-1,1] (``2x - 1``) and its
-    ``.embed`` (CentreFace's fc5 features) is used when it has one.
-    """
-    from lrfacebench.train import load_method
-
-    run, net_name = spec, "phi_fr"
-    head, sep, tail = spec.rpartition(":")
-    if sep and tail and not any(c in tail for c in "/\\"):
-        run, net_name = head, tail
-    method = load_method(run, device, nets="all")
-    if net_name not in method.nets:
-        raise ValueError(f"{run}: method {method.name!r} has no net {net_name!r}; "
-                         f"nets: {', '.join(sorted(method.nets))}")
-    net = method.nets[net_name].eval()
-    forward = getattr(net, "embed", net)
-    dev = next(net.parameters()).device
-
-    def embed(x):
-        return forward(x.to(dev) * 2 - 1)
-
-    return embed
+    return images, [identities[p.stem] for p in named], [p.stem for p in named]

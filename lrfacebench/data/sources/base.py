@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
+
+import numpy as np
+
+from lrfacebench.io import list_images
 
 Box = tuple[float, float, float, float]
 
@@ -160,8 +165,6 @@ def split_dir(source: str) -> str:
 
 def images_under(root: Path, source: str) -> list[Path]:
     """Every image below ``root`` (sorted, :func:`lrfacebench.io.list_images`); none is a layout error."""
-    from lrfacebench.io import list_images
-
     images = list_images(root)
     if not images:
         raise LayoutError(f"{source}: no images found under {root}")
@@ -236,3 +239,27 @@ def best_annot(face: Box, annots: tuple[Annot, ...], min_overlap: float) -> Anno
         if d < best_d:
             best, best_d = a, d
     return best
+
+
+def read_dlib_xml(path: str | Path) -> dict[str, np.ndarray]:
+    """dlib ``imglab`` XML (``<image file=...><box top left width height/>``) -> {file: (N,4) boxes}.
+
+    Boxes marked ``ignore='1'`` are left out. Raises ``ValueError`` for malformed files.
+    """
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError) as e:
+        raise ValueError(f"{path}: cannot read dlib XML: {e}") from None
+    out: dict[str, np.ndarray] = {}
+    for im in root.iter("image"):
+        rows = []
+        for bx in im.iter("box"):
+            if bx.get("ignore", "0") == "1":
+                continue
+            try:
+                x, y = float(bx.get("left")), float(bx.get("top"))  # type: ignore[arg-type]
+                rows.append((x, y, x + float(bx.get("width")), y + float(bx.get("height"))))  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                raise ValueError(f"{path}: malformed box {bx.attrib} in {im.get('file')}") from None
+        out[im.get("file", "")] = np.array(rows, dtype=np.float64).reshape(-1, 4)
+    return out

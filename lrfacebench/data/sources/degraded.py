@@ -31,6 +31,7 @@ import numpy as np
 
 from lrfacebench.data import degradations
 from lrfacebench.data.sources.base import SPLIT_DIRS, Annot, Item, LayoutError, LrRule, Problem, Scan, images_under, rel
+from lrfacebench.runtime import derive_seed
 
 KIND = "paired"
 # The whole image: a box stated for a 1x1 reference image, scaled to the image's own size.
@@ -99,8 +100,6 @@ def _tree(root: Path, opts: Options) -> list[tuple[str, str, str]]:
 
 def degrade(hr: np.ndarray, item: Item, opts: Options, size: int) -> tuple[np.ndarray, dict[str, Any]]:
     """The face's LR ``(size,size,3)`` uint8 from its HR ``(64,64,3)`` uint8, and its manifest cells."""
-    from lrfacebench.data.faces import derive_seed
-
     rng = np.random.default_rng(derive_seed(opts.seed, "degraded", item.source))
     params = degradations.sample(rng, opts.chain)
     last = params["passes"][-1]

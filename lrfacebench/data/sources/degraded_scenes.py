@@ -29,7 +29,8 @@ from typing import Any, Callable
 import numpy as np
 
 from lrfacebench.data import degradations
-from lrfacebench.data.sources.base import Item, LayoutError, SceneRule, Scan, Shrunk, images_under, rel, split_dir
+from lrfacebench.data.sources.base import Item, LayoutError, Scan, SceneRule, Shrunk, images_under, rel, split_dir
+from lrfacebench.runtime import derive_seed
 
 KIND = "paired"
 
@@ -67,8 +68,6 @@ def scan(root: Path, opts: Options) -> Scan:
 def shrink(photo: np.ndarray, item: Item, opts: Options,
            detect_native: Callable[[np.ndarray], list[Any]]) -> Shrunk | str:
     """The shrunk, JPEG-stored copy of RGB uint8 ``photo`` ``(H,W,3)``, or why it is skipped."""
-    from lrfacebench.data.faces import derive_seed
-
     rng = np.random.default_rng(derive_seed(opts.seed, "degraded_scenes", item.source))
     target = round(float(rng.uniform(*opts.face_size)), 3)
     quality = int(rng.integers(opts.jpeg_quality[0], opts.jpeg_quality[1] + 1))

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from lrfacebench.data.sources.base import Annot, Item, LayoutError, Problem, Scan, rel
+from PIL import Image
+
+from lrfacebench.data.sources.base import Annot, Item, LayoutError, Problem, Scan, read_dlib_xml, rel
 from lrfacebench.io import list_images
 
 KIND = "genuine"
@@ -72,8 +74,6 @@ def scan(root: Path, opts: Options) -> Scan:
 
 def _xml_faces(root: Path, out: Scan) -> dict[str, list[Annot]]:
     """Face boxes of the dlib XML files, keyed by image path relative to the sample root."""
-    from lrfacebench.data.detect import read_dlib_xml
-
     faces: dict[str, list[Annot]] = {}
     for name in ANNOTATIONS:
         path = root / name
@@ -94,8 +94,6 @@ def _xml_faces(root: Path, out: Scan) -> dict[str, list[Annot]]:
 
 def _crop_item(root: Path, row: dict[str, str], line: int, problems: list[Problem]) -> Item | None:
     """A genuine-LR crop as a ``gt`` item whose one face box is the whole crop."""
-    from PIL import Image
-
     path = root / row["path"]
     try:
         with Image.open(path) as im:  # header only: the size of the crop

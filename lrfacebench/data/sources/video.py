@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from lrfacebench.data.sources.base import Item, LayoutError, Problem, Scan, rel
@@ -62,8 +63,6 @@ def scan(root: Path, opts: Options) -> Scan:
 
 def probe(path: Path) -> tuple[int, float]:
     """(number of frames, frames per second); counts by decoding when the container does not say."""
-    import cv2
-
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
@@ -89,8 +88,6 @@ class FrameReader:
     """
 
     def __init__(self, path: Path) -> None:
-        import cv2
-
         self._cv2 = cv2
         self.cap: Any = cv2.VideoCapture(str(path))
         self.pos = -1  # index of the next frame the decoder returns; -1 = unknown (seek first)

@@ -1,31 +1,37 @@
-"""The ``lrfb`` command line. Sub-commands live beside the code they drive and are imported
-only when used, so ``lrfb --help`` is instant."""
+"""The ``lrfb`` command line: every click command lives in this package, one module per area, and
+is imported only when used, so ``lrfb --help`` is instant; each command imports the library inside
+its body, so ``lrfb COMMAND --help`` does not import torch either. The library below never imports
+click; :mod:`lrfacebench.cli.errors` turns its errors into click errors."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 
 import click
 
 # name -> ("module:attribute", one-line help shown by `lrfb --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "build-dataset": ("lrfacebench.data.build:build_dataset_command",
+    "build-dataset": ("lrfacebench.cli.build:build_dataset_command",
                       "Detect tiny faces in photos/video (or read paired sets) and write a carded dataset."),
-    "card": ("lrfacebench.data.cards:card_command", "Regenerate DATASET_CARD.md of a built dataset."),
-    "methods": ("lrfacebench.train:methods_command", "List every method with its presets and variants."),
-    "train": ("lrfacebench.train:train_command", "Train CR or a baseline into a run directory."),
-    "sr": ("lrfacebench.sr:sr_command", "Super-resolve face images with a trained run or weights."),
-    "evaluate": ("lrfacebench.metrics.cli:evaluate_group", "Compute one metric: fid, kid, psnr-ssim, identity, rank1."),
-    "benchmark": ("lrfacebench.bench.cli:benchmark_command",
+    "card": ("lrfacebench.cli.build:card_command", "Regenerate DATASET_CARD.md of a built dataset."),
+    "methods": ("lrfacebench.cli.train:methods_command", "List every method with its presets and variants."),
+    "train": ("lrfacebench.cli.train:train_command", "Train CR or a baseline into a run directory."),
+    "sr": ("lrfacebench.cli.sr:sr_command", "Super-resolve face images with a trained run or weights."),
+    "evaluate": ("lrfacebench.cli.evaluate:evaluate_group",
+                 "Compute one metric: fid, kid, psnr-ssim, identity, rank1."),
+    "benchmark": ("lrfacebench.cli.bench:benchmark_command",
                   "Run every method on every test set and write Tables 1-7 and the complexity table."),
-    "leaderboard": ("lrfacebench.bench.cli:leaderboard_group", "Merge and render leaderboards."),
-    "doctor": ("lrfacebench.doctor:doctor_command", "Check versions, device and weight files offline."),
-    "diagnose": ("lrfacebench.diagnose:diagnose_command",
+    "leaderboard": ("lrfacebench.cli.bench:leaderboard_group", "Merge and render leaderboards."),
+    "doctor": ("lrfacebench.cli.doctor:doctor_command", "Check versions, device and weight files offline."),
+    "diagnose": ("lrfacebench.cli.diagnose:diagnose_command",
                  "Diagnose a training run: phi_cr residuals, LR consistency, batch-norm gaps, loss terms."),
 }
 
 
 class LazyGroup(click.Group):
+    """A group whose commands are imported from :data:`COMMANDS` only when one is run or asked for."""
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return [name for name, (target, _) in COMMANDS.items() if _importable(target)]
 

@@ -11,6 +11,8 @@ from typing import Callable
 
 import click
 
+from lrfacebench.cli.errors import Group
+
 _DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 _CTX = {"help_option_names": ["-h", "--help"]}
 
@@ -25,23 +27,7 @@ def _write(json_path: Path | None, rows: list[dict], device: str) -> None:
     click.echo(f"wrote {json_path}")
 
 
-def _fail_clearly(fn: Callable) -> Callable:
-    """Turn the metric modules' input and weight errors into one-line CLI errors."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from lrfacebench.weights import WeightError
-
-        try:
-            return fn(*args, **kwargs)
-        except (ValueError, WeightError, FileNotFoundError) as e:
-            raise click.ClickException(str(e)) from None
-
-    return wrapper
-
-
-@click.group("evaluate", context_settings=_CTX)
+@click.group("evaluate", cls=Group, context_settings=_CTX)
 def evaluate_group() -> None:
     """Compute one metric on folders of images: fid, kid, psnr-ssim, identity, rank1.
 
@@ -88,9 +74,10 @@ def _distribution(metric: str, dir_a: Path, dir_b: Path, mode: str, inception: P
                   download_inception: bool, device: str, batch_size: int, num_workers: int,
                   cache_dir: Path | None, no_cache: bool, **extra):
     from lrfacebench.metrics import fid
+    from lrfacebench.metrics.inception import download_inception as download
 
     if download_inception and inception is None:
-        fid.download_inception()
+        download()
     compute = fid.compute_fid if metric == "fid" else fid.compute_kid
     return compute(dir_a, dir_b, mode=mode, inception=inception, device=device,
                    cache_dir=cache_dir, use_cache=not no_cache, batch_size=batch_size,
@@ -99,7 +86,6 @@ def _distribution(metric: str, dir_a: Path, dir_b: Path, mode: str, inception: P
 
 @evaluate_group.command("fid", context_settings=_CTX)
 @_distribution_options
-@_fail_clearly
 def fid_command(json_path: Path | None, **kw) -> None:
     """FID of the images in DIR_A against the reference images in DIR_B (lower is better).
 
@@ -120,7 +106,6 @@ def fid_command(json_path: Path | None, **kw) -> None:
 @click.option("--subset-size", default=1000, show_default=True, type=click.IntRange(min=2),
               help="Maximum subset size (smaller sets are used whole).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the subset draws.")
-@_fail_clearly
 def kid_command(json_path: Path | None, subsets: int, subset_size: int, seed: int, **kw) -> None:
     """KID of the images in DIR_A against DIR_B (lower is better): unbiased at small N.
 
@@ -139,7 +124,6 @@ def kid_command(json_path: Path | None, subsets: int, subset_size: int, seed: in
               help="Pixels removed on every side before measuring (Table 3 also reports 4).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the results (with their protocol fields) to this JSON file.")
-@_fail_clearly
 def psnr_ssim_command(sr_dir: Path, hr_dir: Path, crop_border: int, json_path: Path | None) -> None:
     """PSNR/SSIM of each SR image in SR_DIR against the HR image of the same name in HR_DIR.
 
@@ -169,7 +153,6 @@ def psnr_ssim_command(sr_dir: Path, hr_dir: Path, crop_border: int, json_path: P
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the result (with the per-face cosines) to this JSON file.")
-@_fail_clearly
 def identity_command(sr_dir: Path, hr_dir: Path, recognizer: str, bootstrap: int, seed: int, device: str,
                      json_path: Path | None) -> None:
     """Identity similarity of each SR face in SR_DIR to the HR face of the same name in HR_DIR.
@@ -181,22 +164,16 @@ def identity_command(sr_dir: Path, hr_dir: Path, recognizer: str, bootstrap: int
     Example: lrfb evaluate identity sr/degraded lrfb-data/degraded/hr64 --recognizer runs/cr:phi_fr
     """
     import numpy as np
-    import torch
 
-    from lrfacebench.degrade import imresize
     from lrfacebench.metrics import bootstrap as boot
     from lrfacebench.metrics.identity import identity_cosine
     from lrfacebench.metrics.psnr_ssim import read_pairs
-    from lrfacebench.metrics.recognition import recognizer_embed
+    from lrfacebench.metrics.recognition import faces_tensor
+    from lrfacebench.runs import load_recognizer
 
     pairs = read_pairs(sr_dir, hr_dir)
-
-    def stack(images: list) -> torch.Tensor:
-        x = [torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255 for a in images]
-        return torch.cat([t if t.shape[-2:] == (64, 64) else imresize(t, (64, 64)).clamp(0, 1) for t in x])
-
-    cos = identity_cosine(recognizer_embed(recognizer, device), stack([p[1] for p in pairs]),
-                          stack([p[2] for p in pairs]))
+    cos = identity_cosine(load_recognizer(recognizer, device), faces_tensor([p[1] for p in pairs])[0],
+                          faces_tensor([p[2] for p in pairs])[0])
     reps = boot.mean_replicates(cos, boot.weights(len(cos), bootstrap, seed))
     low, high = np.quantile(reps, [0.025, 0.975])
     click.echo(f"identity cosine {cos.mean():.4f} [95 % interval {low:.4f}, {high:.4f}] (N={len(cos)}, "
@@ -220,7 +197,6 @@ def identity_command(sr_dir: Path, hr_dir: Path, recognizer: str, bootstrap: int
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the result (with the mean CMC curve) to this JSON file.")
-@_fail_clearly
 def rank1_command(faces_dir: Path, identities: Path, recognizer: str, trials: int, seed: int,
                   device: str, json_path: Path | None) -> None:
     """Rank-1 face identification (Table 2) of the faces in FACES_DIR (64x64, e.g. SR outputs).
@@ -231,10 +207,10 @@ def rank1_command(faces_dir: Path, identities: Path, recognizer: str, trials: in
     Example: lrfb evaluate rank1 sr/lr-pipa --identities lr-pipa/manifest.csv --recognizer runs/cr:phi_fr
     """
     from lrfacebench.metrics import recognition
+    from lrfacebench.runs import load_recognizer
 
-    images, labels, _ = recognition.load_faces(faces_dir, recognition.read_identities(identities))
-    r = recognition.rank1_cmc(recognition.recognizer_embed(recognizer, device), images, labels,
-                              trials=trials, seed=seed)
+    images, labels, _ = recognition.read_labelled_faces(faces_dir, recognition.read_identities(identities))
+    r = recognition.rank1_cmc(load_recognizer(recognizer, device), images, labels, trials=trials, seed=seed)
     click.echo(f"rank-1 {100 * r.rank1_mean:.2f}% ± {100 * r.rank1_std:.2f} over {r.trials} trials "
                f"({r.n_identities} identities, {r.n_probes} probes per trial)")
     click.echo("CMC@1,5,10: " + ", ".join(f"{100 * r.cmc[k - 1]:.2f}%" for k in (1, 5, 10)

@@ -5,6 +5,9 @@ from pathlib import Path
 
 import click
 
+from lrfacebench.cli.errors import Command, Group
+
+
 def _table_name(value: str) -> str:
     if value in ("complexity", "degraded"):
         return "table_degraded" if value == "degraded" else value
@@ -28,7 +31,7 @@ def _seeds(value: str | None) -> list[int]:
         raise click.BadParameter(f"expected comma-separated integers, got {value!r}", param_hint="--seeds") from None
 
 
-@click.command("benchmark")
+@click.command("benchmark", cls=Command)
 @click.option("--all", "all_tables", is_flag=True, help="Every table (default when no --table is given).")
 @click.option("--table", "tables", multiple=True, metavar="N",
               help="Only these tables: 1..7, degraded (table_degraded) or complexity (repeatable).")
@@ -90,8 +93,9 @@ def benchmark_command(all_tables: bool, tables: tuple[str, ...], preset: str, da
       lrfb benchmark --all --preset paper --device cuda --data celeba=data/celeba \\
           --data widerface=data/wider --data lr-pipa=data/lr-pipa --data helen=data/helen
     """
-    from lrfacebench.bench.harness import TABLE_ORDER, BenchConfig, Benchmark, load_tables, run_seeds
-    from lrfacebench.bench.leaderboard import merge, render_markdown
+    from lrfacebench.bench.config import TABLE_ORDER, BenchConfig, load_tables, table_titles
+    from lrfacebench.bench.harness import Benchmark, run_seeds
+    from lrfacebench.bench.leaderboard import aggregate, render_markdown
 
     selected = tuple(_table_name(t) for t in tables) if tables and not all_tables else TABLE_ORDER
     cfg = BenchConfig(preset=preset, tables=selected, methods=methods, data=_pairs(data, "--data"),
@@ -99,19 +103,12 @@ def benchmark_command(all_tables: bool, tables: tuple[str, ...], preset: str, da
                       paired=_pairs(paired, "--paired"), runs=str(runs) if runs else "", out=str(out),
                       device=device, seed=seed, fid_mode=fid_mode, inception=str(inception) if inception else "",
                       trials=trials, bootstrap=bootstrap)
-    try:
-        if _seeds(seeds):
-            rows = run_seeds(cfg, _seeds(seeds))
-        else:
-            rows = merge(Benchmark(cfg).run())
-    except (ValueError, FileNotFoundError) as e:
-        raise click.ClickException(str(e)) from None
-    titles = {t: s.get("title", t) for t, s in load_tables().items()}
-    click.echo(render_markdown([r for r in rows if r.source == "reproduced"], titles))
+    rows = run_seeds(cfg, _seeds(seeds)) if _seeds(seeds) else aggregate(Benchmark(cfg).run())
+    click.echo(render_markdown([r for r in rows if r.source == "reproduced"], table_titles(load_tables())))
     click.echo(f"wrote {out}/leaderboard.csv, {out}/LEADERBOARD.md and the table CSVs")
 
 
-@click.group("leaderboard")
+@click.group("leaderboard", cls=Group)
 def leaderboard_group() -> None:
     """Combine and render leaderboards written by `lrfb benchmark`."""
 
@@ -127,16 +124,12 @@ def merge_command(results: tuple[Path, ...], out: Path) -> None:
     Example: lrfb leaderboard merge results-s0 results-s1 results-s2 --out published
     """
     from lrfacebench import io
-    from lrfacebench.bench.leaderboard import merge, read_rows, render_markdown, write_rows
+    from lrfacebench.bench.leaderboard import aggregate, read_rows, render_markdown, write_rows
 
     rows = []
     for path in results:
-        csv_path = path / "leaderboard.csv" if path.is_dir() else path
-        try:
-            rows += read_rows(csv_path)
-        except (ValueError, FileNotFoundError) as e:
-            raise click.ClickException(str(e)) from None
-    merged = merge(rows)
+        rows += read_rows(path / "leaderboard.csv" if path.is_dir() else path)
+    merged = aggregate(rows)
     write_rows(out / "leaderboard.csv", merged)
     io.write_text(out / "LEADERBOARD.md", "# lrfacebench leaderboard (merged)\n\nMerged from: "
                   + ", ".join(f"`{p}`" for p in results) + "\n\n" + render_markdown(merged))

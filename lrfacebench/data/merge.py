@@ -1,0 +1,108 @@
+"""The merge of a build: every done shard combined into the dataset's tables, review sheets,
+``stats.json`` and card; ``manifest.csv`` is written last, so its presence means "dataset complete"."""
+from __future__ import annotations
+
+import base64
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lrfacebench.data.cards import write_card
+from lrfacebench.data.exclusions import Exclusions
+from lrfacebench.data.filters import FilterConfig, near_duplicates
+from lrfacebench.data.manifest import IMAGE_COLUMNS, REJECTED_COLUMNS, UNREADABLE_COLUMNS, manifest_columns, write_csv
+from lrfacebench.data.plan import BuildPlan, load_shards
+from lrfacebench.data.recipe import BuildConfig
+from lrfacebench.data.review import write_review
+from lrfacebench.data.sources.base import Problem
+from lrfacebench.data.stats import build_stats
+from lrfacebench.io import write_json
+
+
+def window_duplicates(records: list[dict[str, Any]], fcfg: FilterConfig, window: int
+                      ) -> dict[str, str]:
+    """``{face_id: earlier face_id}`` for faces that near-duplicate a face of the ``window``
+    preceding shards (the same face across video frames or repeated photos cut by a shard border).
+
+    Each shard is compared with the faces its own filters kept in the previous shards (their
+    16x16 LR images, stored in the shard records, so faces a previous merge deleted still count),
+    and the answer depends only on shard outputs, never on scheduling. Duplicates inside a shard
+    were already removed by the shard's filters; repeats further apart in the plan are not searched.
+    """
+    if not fcfg.dedupe or window < 1:
+        return {}
+
+    def thumbs(s: int) -> list[np.ndarray]:
+        raw = [np.frombuffer(base64.b64decode(records[s]["thumbs"][r["face_id"]]), np.uint8)
+               for r in records[s]["kept"]]
+        return [a.reshape(math.isqrt(a.size // 3), -1, 3).copy() for a in raw]
+
+    dups: dict[str, str] = {}
+    for s in range(1, len(records)):
+        if not records[s]["kept"]:
+            continue
+        prev = [r for p in range(max(0, s - window), s) for r in records[p]["kept"]]
+        if not prev:
+            continue
+        ref = [c for p in range(max(0, s - window), s) for c in thumbs(p)]
+        found = near_duplicates(ref + thumbs(s), fcfg)[len(ref):]
+        for row, j in zip(records[s]["kept"], found):
+            if j is not None and j < len(ref):
+                dups[row["face_id"]] = prev[j]["face_id"]
+    return dups
+
+
+@dataclass
+class MergeResult:
+    """Outcome of :func:`merge_shards`: the final manifest rows and stats, or shards to redo first."""
+
+    manifest: list[dict[str, Any]] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+    redo: list[int] = field(default_factory=list)
+
+
+def merge_shards(out: Path, plan: BuildPlan, cfg: BuildConfig, plan_hash: str, exclusions: Exclusions,
+          extra_stats: dict[str, Any]) -> MergeResult:
+    """Combine every done shard into the dataset files; ``manifest.csv`` is written last.
+
+    Drops cross-shard near-duplicates (:func:`window_duplicates`) and excluded faces (their
+    PNGs are deleted; they go to ``rejected.csv`` with reasons ``near_duplicate``/``excluded``).
+    When a kept face's PNG is missing (deleted by hand, or un-excluded after a previous merge
+    deleted it) nothing is written and the shards to rebuild are returned in ``redo``.
+    """
+    t0 = time.perf_counter()
+    records = load_shards(out, plan.n_shards)
+    dups = window_duplicates(records, cfg.filters, cfg.build.dedupe_window)
+    kept_all = [r for rec in records for r in rec["kept"]]
+    excluded = exclusions.match(kept_all)
+    final = [r for r in kept_all if r["face_id"] not in dups and r["face_id"] not in excluded]
+    redo = sorted({int(r["face_id"][1:6]) for r in final
+                   if any(r[c] and not (out / r[c]).is_file() for c in IMAGE_COLUMNS)})
+    if redo:
+        return MergeResult(redo=redo)
+    merged_rejects = []
+    for r in kept_all:
+        fid = r["face_id"]
+        if fid in dups or fid in excluded:
+            for c in IMAGE_COLUMNS:
+                if r[c]:
+                    (out / r[c]).unlink(missing_ok=True)
+            reason, detail = (("near_duplicate", f"duplicates {dups[fid]}") if fid in dups
+                              else ("excluded", "reviewer exclusion list"))
+            merged_rejects.append({**r, "candidate": fid, "reason": reason, "crop": "", "detail": detail})
+    rejected = sorted([r for rec in records for r in rec["rejected"]] + merged_rejects,
+                      key=lambda r: r["candidate"])
+    unreadable = list(plan.problems) + [Problem(*p) for rec in records for p in rec["unreadable"]]
+    write_csv(out / "rejected.csv", REJECTED_COLUMNS, rejected)
+    write_csv(out / "unreadable.csv", UNREADABLE_COLUMNS, unreadable)
+    write_review(out, final, rejected, cfg.build)
+    stats = build_stats(plan, cfg, plan_hash, records, final, rejected, unreadable, exclusions, extra_stats)
+    stats["timings"]["merge_s"] = round(time.perf_counter() - t0, 3)
+    write_json(out / "stats.json", stats)
+    write_card(out)
+    write_csv(out / "manifest.csv", manifest_columns(plan.source), final)
+    return MergeResult(manifest=final, stats=stats)
