@@ -46,10 +46,9 @@ from lrfacebench.degrade import downsample, to_uint8
 from lrfacebench.metrics import bootstrap
 from lrfacebench.metrics.identity import identity_cosine, lr_consistency
 from lrfacebench.metrics.psnr_ssim import measure_tensors
-from lrfacebench.metrics.recognition import recognizer_embed
 from lrfacebench.methods import get_method
 from lrfacebench.methods.cr import PhiCR
-from lrfacebench.train import load_method
+from lrfacebench.runs import load_method, load_recognizer
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 RECOGNIZER = ["cr", "--preset", "cpu", "-o", "sr_iterations=0", "-o", "use_cr=false",
@@ -226,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = train_runs(args.out, genuine, seeds, methods, args.preset, args.cr_opt)
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     oracle = train_oracle(genuine, args.out)
-    values = evaluate(runs, test, recognizer_embed(str(rec), "cpu"), oracle)
+    values = evaluate(runs, test, load_recognizer(str(rec), "cpu"), oracle)
     pairs = [("bicubic_noise", "bicubic")] + [(m, "bicubic") for m in ("phi_sr", *methods)]
     if "cr" in methods:
         pairs += [("cr", "phi_sr"), ("cr", "input"), ("oracle_phi_cr", "phi_sr"), ("oracle_phi_cr", "input")]

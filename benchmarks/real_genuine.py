@@ -22,13 +22,14 @@ import pandas as pd
 import torch
 
 from lrfacebench import io
-from lrfacebench.bench.figures import grid_array
 from lrfacebench.data import faces as facelib
 from lrfacebench.degrade import downsample, to_uint8
+from lrfacebench.grids import grid_array
 from lrfacebench.methods import get_method
 from lrfacebench.metrics import bootstrap
-from lrfacebench.metrics.fid import folder_features, frechet_distance, load_inception
-from lrfacebench.train import load_method
+from lrfacebench.metrics.fid import folder_features, frechet_distance
+from lrfacebench.metrics.inception import load_inception
+from lrfacebench.runs import load_method
 
 GRID_FACES = 12
 
