@@ -47,7 +47,7 @@ from lrfacebench.metrics import bootstrap
 from lrfacebench.metrics.identity import identity_cosine, lr_consistency
 from lrfacebench.metrics.psnr_ssim import measure_tensors
 from lrfacebench.methods import get_method
-from lrfacebench.methods.cr import PhiCR
+from lrfacebench.nn.cr import PhiCR
 from lrfacebench.runs import load_method, load_recognizer
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}

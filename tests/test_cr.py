@@ -16,7 +16,8 @@ from lrfacebench.degrade import downsample, imresize
 from lrfacebench.io import read_rgb
 from lrfacebench.methods import get_method
 from lrfacebench.methods.base import Batch
-from lrfacebench.methods.cr import CR, PAPER_ITERATIONS, TRAINED_NETS
+from lrfacebench.methods.cr import CR, TRAINED_NETS
+from lrfacebench.methods.cr_config import PAPER_ITERATIONS
 from lrfacebench.nn.losses import bce_fake
 
 B = 4  # faces per stream: keeps every test fast on 2 CPU cores

@@ -8,11 +8,19 @@ maps for LSGAN); the mean runs over all elements.
   ``-bce_fake(D(G(z)))`` (= mean log(1 - sigmoid(D(G(z))))).
 - hinge (LRGAN, SNGAN): :func:`hinge_d`, :func:`hinge_g`.
 - least squares (CycleGAN): :func:`lsgan`.
+
+Helpers of adversarial training: :func:`disc_accuracy` (how often a discriminator is right on a
+batch) and :func:`no_param_grad` (a loss's gradient flows *through* a net into another, not into
+the net's own parameters).
 """
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def bce_real(logits: torch.Tensor) -> torch.Tensor:
@@ -39,3 +47,21 @@ def lsgan(pred: torch.Tensor, real: bool) -> torch.Tensor:
     """Least-squares GAN loss: ``mean (pred - t)^2`` with ``t = 1`` if ``real`` else ``0``."""
     target = torch.ones_like(pred) if real else torch.zeros_like(pred)
     return F.mse_loss(pred, target)
+
+
+def disc_accuracy(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """Fraction of a discriminator's decisions that are right (real logit > 0, fake logit < 0)."""
+    return float(torch.cat([(real > 0), (fake < 0)]).float().mean())
+
+
+@contextlib.contextmanager
+def no_param_grad(*modules: nn.Module) -> Iterator[None]:
+    """Temporarily stop gradients into ``modules``' parameters (gradients still flow through them)."""
+    saved = [(p, p.requires_grad) for m in modules for p in m.parameters()]
+    for p, _ in saved:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in saved:
+            p.requires_grad_(flag)
