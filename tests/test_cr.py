@@ -425,6 +425,28 @@ def test_small_data_options(real):
             make(n_ids, **{key: value})
 
 
+def test_tilde_noise_option(real):
+    """tilde_noise: phi~_cr sees fresh noise channels, so one face gives different pseudo-genuine
+    faces on two calls (in eval mode too, as Eq. 6's input); the gradient routing of Eq. 5 and
+    Eq. 6 is unchanged, and phi_cr itself stays deterministic."""
+    batch, n_ids = real
+    x_a, x_g = pm(batch.lr_artificial), pm(batch.lr_genuine)
+    noisy = make(n_ids, tilde_noise=2)
+    assert noisy.nets["phi_cr_tilde"].head[0].in_channels == 5 and noisy.nets["phi_cr"].head[0].in_channels == 3
+    noisy.enter_stage("stage1_cc")
+    for net in ("phi_cr_tilde", "phi_cr"):
+        noisy.nets[net].tail.weight.data.normal_(0, 0.1)  # away from the identity
+    a, b = noisy._pseudo_genuine(x_a), noisy._pseudo_genuine(x_a)
+    assert a.shape == x_a.shape and (a - b).abs().mean() > 1e-4
+    assert torch.equal(noisy.nets["phi_cr"](x_g), noisy.nets["phi_cr"](x_g))
+    pseudo = noisy.nets["phi_cr_tilde"](x_a)
+    assert grads_reach(noisy, noisy.tilde_generator_losses(x_a, pseudo)["L_gan_tilde"]) == {"phi_cr_tilde"}
+    assert grads_reach(noisy, noisy.cr_losses(x_a, x_g, noisy.nets["phi_cr"](x_g))["L_cr_rec"]) == {"phi_cr"}
+    assert make(n_ids).nets["phi_cr_tilde"].head[0].in_channels == 3  # off by default (the paper)
+    with pytest.raises(ValueError, match="tilde_noise"):
+        make(n_ids, tilde_noise=-1)
+
+
 def test_bad_input_is_reported(real):
     batch, n_ids = real
     cr = make(n_ids)

@@ -90,7 +90,7 @@ class CR(CRLosses, Method):
                                       "D_prime": MLPDiscriminator((512, 512, 256, 128, 64, 1))}
         if c.use_cr:
             nets["phi_cr"] = PhiCR()
-            nets["phi_cr_tilde"] = PhiCR()
+            nets["phi_cr_tilde"] = PhiCR(noise_channels=c.tilde_noise)
             nets["D"] = SNResNetDiscriminator([128] * 6, [True, True] + [False] * 4)
             nets["D_tilde"] = SNResNetDiscriminator([128] * 6, [True, True] + [False] * 4)
         self.nets = {k: v.to(self.device) for k, v in nets.items()}

@@ -73,6 +73,9 @@ class CRConfig(MethodConfig):
     # leaves it free to add blur, noise and compression at finer scales (the identity L1 above
     # holds every scale, so phi~_cr stays the identity and Eq. 6 asks phi_cr to be one too)
     tilde_lowpass_l1: float = 0.0
+    # option: channels of fresh N(0,1) noise phi~_cr sees beside x_a (nn.cr.PhiCR), so that its
+    # pseudo-genuine faces can carry random degradations (noise) and not only deterministic ones
+    tilde_noise: int = 0
     # small-data options, not in the paper (all off in the paper preset; docs/cr.md, "CR on small data"):
     d_input: str = "raw"  # "zero_mean": D and D~ see each image minus its per-channel mean;
     # "highpass": minus its Gaussian blur (sigma 1 px), so they judge blur, noise and compression
@@ -99,7 +102,7 @@ class CRConfig(MethodConfig):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"cr: {key}={getattr(self, key)!r}; choose one of {allowed}")
         for key in ("sr_iterations", "fr_iterations", "cc_iterations", "joint_iterations",
-                    "cc_tilde_warmup", "grad_norm_every"):
+                    "cc_tilde_warmup", "grad_norm_every", "tilde_noise"):
             if getattr(self, key) < 0:
                 raise ValueError(f"cr: {key} must be >= 0, got {getattr(self, key)}")
         if self.batch_size < 1 or self.fr_batch_size < 1:

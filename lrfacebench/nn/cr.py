@@ -19,18 +19,28 @@ class PhiCR(nn.Module):
 
     conv3x3 3->64 + ReLU; 3 :class:`BasicResidualBlock`; conv3x3 64->3; plus the input (global
     skip). 225,859 parameters. The tail conv starts at zero, so the network starts as identity.
+
+    ``noise_channels > 0`` (an option for phi~_cr, not in the paper): the head also sees that many
+    channels of N(0,1) noise drawn anew at every call (from torch's global generator), so that the
+    degradation it adds can be random, as sensor noise is (the noise input of Bulat et al.'s
+    High-to-Low GAN, ECCV 2018).
     """
 
-    def __init__(self, ch: int = 64, n_blocks: int = 3) -> None:
+    def __init__(self, ch: int = 64, n_blocks: int = 3, noise_channels: int = 0) -> None:
         super().__init__()
-        self.head = nn.Sequential(nn.Conv2d(3, ch, 3, padding=1), nn.ReLU(inplace=True))
+        self.noise_channels = noise_channels
+        self.head = nn.Sequential(nn.Conv2d(3 + noise_channels, ch, 3, padding=1), nn.ReLU(inplace=True))
         self.blocks = nn.Sequential(*[BasicResidualBlock(ch) for _ in range(n_blocks)])
         self.tail = nn.Conv2d(ch, 3, 3, padding=1)
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.tail(self.blocks(self.head(x)))
+        h = x
+        if self.noise_channels:
+            noise = torch.randn(x.shape[0], self.noise_channels, *x.shape[2:], device=x.device, dtype=x.dtype)
+            h = torch.cat([x, noise], dim=1)
+        return x + self.tail(self.blocks(self.head(h)))
 
 
 class PhiSR(nn.Module):
