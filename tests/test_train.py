@@ -270,6 +270,15 @@ def test_cli_dry_run_list_and_methods(tmp_path, monkeypatch):
     assert res.exit_code == 2 and "nope" in res.output
 
 
+def test_dry_run_names_the_deployed_nets_of_the_variant(tmp_path):
+    """W/O CR has no regulariser: the dry run must not list phi_cr among the deployed nets."""
+    for variant, deployed in (("wo_cr", "phi_sr"), ("default", "phi_cr, phi_sr")):
+        res = CliRunner().invoke(train_command, ["cr", "--variant", variant, "--preset", "smoke", "--dry-run",
+                                                 "--out", str(tmp_path / variant)])
+        assert res.exit_code == 0, res.output
+        assert res.output.rstrip().endswith(f"deployed nets: {deployed}"), res.output[-200:]
+
+
 @pytest.mark.slow
 def test_kill_9_then_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
     opts = ["--device", "cpu", "--seed", "5", "--deterministic", "-o", "pretrain_iterations=10",

@@ -165,5 +165,5 @@ def describe_training_plan(plan: TrainingPlan, method_spec: str) -> str:
               f"needs {', '.join(st.needs)}" for i, st in enumerate(method.stages())]
     lines.append("parameters:")
     lines += [f"  {k:<12} {v:>12,d}  ({v / 1e6:.3f}M)" for k, v in method.parameter_counts().items()]
-    lines.append(f"deployed nets: {', '.join(plan.cls.deployed) or '-'}")
+    lines.append(f"deployed nets: {', '.join(method.deployed) or '-'}")
     return "\n".join(lines)
