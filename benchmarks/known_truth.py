@@ -40,17 +40,18 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from lrfacebench import io
 from lrfacebench.bench.data import paired_set
 from lrfacebench.data.sources.sample import default_root
-from lrfacebench.degrade import downsample, to_uint8
+from lrfacebench.degrade import downsample
 from lrfacebench.metrics import bootstrap
 from lrfacebench.metrics.identity import identity_cosine, lr_consistency
-from lrfacebench.metrics.psnr_ssim import measure_tensors
+from lrfacebench.metrics.psnr_ssim import measure_tensors, psnr
 from lrfacebench.methods import get_method
 from lrfacebench.nn.cr import PhiCR
+from lrfacebench.pixels import quantise, signed_to_unit, to_unit_float, unit_to_signed
 from lrfacebench.runs import load_method, load_recognizer
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 RECOGNIZER = ["cr", "--preset", "cpu", "-o", "sr_iterations=0", "-o", "use_cr=false",
               "-o", "joint_finetune=false", "--hr", "@sample", "--seed", "1001"]
 METRICS = ("psnr_y", "identity_cos", "lr_consistency")
@@ -68,8 +69,7 @@ def split_pool(pool: Path, out: Path) -> tuple[Path, Path]:
     if train.is_dir() and test.is_dir():
         return train, test
     sample = {p.name for p in (default_root() / "hr").rglob("*") if p.is_file()}
-    files = sorted(p for p in (pool / "hr").rglob("*")
-                   if p.suffix.lower() in IMAGE_SUFFIXES and p.name not in sample)
+    files = [p for p in io.list_images(pool / "hr") if p.name not in sample]
     if not files:
         raise SystemExit(f"{pool}/hr holds no HR faces outside the sample; build it with scripts/make_sample.py")
     for folder in (train, test):
@@ -113,8 +113,8 @@ def train_oracle(genuine: Path, out: Path, iterations: int = 1000, lr: float = 1
         net.load_state_dict(torch.load(path, weights_only=True))
         return net.eval()
     pairs = paired_set("genuine", genuine)
-    x = pairs.lr.images.float() / 255 * 2 - 1
-    y = to_uint8(downsample(pairs.faces.images.float() / 255)).float() / 255 * 2 - 1
+    x = unit_to_signed(to_unit_float(pairs.lr.images))
+    y = unit_to_signed(quantise(downsample(to_unit_float(pairs.faces.images))))
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     opt = torch.optim.Adam(net.parameters(), lr)
@@ -129,13 +129,13 @@ def train_oracle(genuine: Path, out: Path, iterations: int = 1000, lr: float = 1
 
 
 def _lr_psnr(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
-    """Per-face PSNR (dB) of ``(N,3,16,16)`` images in [0,1]."""
-    return (10 * torch.log10(1 / (a - b).pow(2).mean(dim=(1, 2, 3)))).numpy()
+    """Per-face RGB PSNR (dB) of ``(N,3,16,16)`` images in [0,1] (``a`` need not be quantised)."""
+    return np.array([psnr(x.numpy() * 255, y.numpy() * 255) for x, y in zip(a, b)])
 
 
 def per_face(sr: torch.Tensor, hr: torch.Tensor, lr: torch.Tensor, embed) -> dict[str, np.ndarray]:
     """The three per-face metrics of SR ``(N,3,64,64)`` in [0,1], quantised as stored outputs are."""
-    sr = to_uint8(sr).float() / 255
+    sr = quantise(sr)
     return {"psnr_y": np.array([m["psnr_y"] for m in measure_tensors(sr, hr).per_image]),
             "identity_cos": identity_cosine(embed, sr, hr), "lr_consistency": lr_consistency(sr, lr)}
 
@@ -144,8 +144,8 @@ def evaluate(runs: dict[tuple[str, int], Path], test_dir: Path, embed, oracle: P
              ) -> dict[tuple[str, int], dict]:
     """``{(row, seed): {metric: (N,) values}}``; seed -1 for the untrained rows."""
     test = paired_set("known-truth", test_dir)
-    hr, lr = test.faces.images.float() / 255, test.lr.images.float() / 255
-    clean = to_uint8(downsample(hr)).float() / 255
+    hr, lr = to_unit_float(test.faces.images), to_unit_float(test.lr.images)
+    clean = quantise(downsample(hr))
     values = {}
     for name in ("bicubic", "bicubic_noise"):
         values[name, -1] = per_face(get_method(name)(get_method(name).Config()).super_resolve(lr), hr, lr, embed)
@@ -157,11 +157,11 @@ def evaluate(runs: dict[tuple[str, int], Path], test_dir: Path, embed, oracle: P
             if method == "cr":
                 values["phi_sr", seed] = per_face(m.super_resolve(lr, artificial=True), hr, lr, embed)
                 values["cr", seed]["lr_restoration_psnr"] = _lr_psnr(m.regulate(lr), clean)
-                restored = oracle(lr * 2 - 1)
-                values["oracle_phi_cr", seed] = per_face(m.nets["phi_sr"].eval()(restored).add(1).div(2).clamp(0, 1),
-                                                         hr, lr, embed)
-                values["oracle_phi_cr", seed]["lr_restoration_psnr"] = _lr_psnr(restored.add(1).div(2).clamp(0, 1),
-                                                                                 clean)
+                restored = oracle(unit_to_signed(lr))
+                sr = signed_to_unit(m.nets["phi_sr"].eval()(restored)).clamp(0, 1)
+                values["oracle_phi_cr", seed] = per_face(sr, hr, lr, embed)
+                values["oracle_phi_cr", seed]["lr_restoration_psnr"] = _lr_psnr(
+                    signed_to_unit(restored).clamp(0, 1), clean)
     return values
 
 
