@@ -61,11 +61,6 @@ STAGE_NEEDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _unit_clamped(x: torch.Tensor) -> torch.Tensor:
-    """[-1,1] -> [0,1], clamped (what the Method interface returns)."""
-    return signed_to_unit(x).clamp(0.0, 1.0)
-
-
 def _floats(terms: Mapping[str, torch.Tensor]) -> dict[str, float]:
     return {k: v.item() for k, v in terms.items()}
 
@@ -325,11 +320,11 @@ class CR(CRLosses, Method):
         x = unit_to_signed(lr.to(self.device))
         if self.config.use_cr and not artificial:
             x = self.nets["phi_cr"](x)
-        return _unit_clamped(self.nets["phi_sr"](x))
+        return signed_to_unit(self.nets["phi_sr"](x)).clamp(0, 1)
 
     def regulate(self, lr: torch.Tensor) -> torch.Tensor | None:
         """Regulated LR ``phi_cr(x)`` (Table 5): ``(N,3,16,16)`` in [0,1] -> same, clamped to [0,1];
         ``None`` for W/O CR."""
         if not self.config.use_cr:
             return None
-        return _unit_clamped(self.nets["phi_cr"](unit_to_signed(lr.to(self.device))))
+        return signed_to_unit(self.nets["phi_cr"](unit_to_signed(lr.to(self.device)))).clamp(0, 1)
