@@ -7,7 +7,9 @@ the same pool with the chain at another seed, so every SR output has its true HR
 that learns the degradation must then beat phi_sr trained on DS pairs alone, and bicubic.
 
     python scripts/make_sample.py --shared ../shared/data --all-licences --out /tmp/lrfb-dev
-    python benchmarks/known_truth.py --pool /tmp/lrfb-dev --out /tmp/kt --seeds 0,1,2
+    python benchmarks/known_truth.py --pool /tmp/lrfb-dev --out /tmp/kt --seeds 0,1,2 \
+        --sr-opt sr_iterations=600 --cr-variant cpu \
+        --cr-variant noise:tilde_noise=2,tilde_identity_l1=0,tilde_lowpass_l1=10
 
 Steps (each skipped when its output exists, so a killed run resumes):
 1. split the pool's HR faces that are not in the sample, by a hash of the file name, into
@@ -16,9 +18,13 @@ Steps (each skipped when its output exists, so a killed run resumes):
    ``hr_test`` at seed 0 (the paired test set);
 3. the recogniser: CentreFace phi_fr trained on the sample's HR identities only (as Table 2's
    independent recogniser); no method is trained against it;
-4. per seed: ``cr --variant wo_srri`` (stage 1: phi_sr on DS pairs, phi_cr on the genuine faces;
-   one run gives CR = phi_sr(phi_cr(x)) and "phi_sr alone" = phi_sr(x), the same phi_sr), and
-   ``lrgan``, ``cyclegan`` with ``--preset`` (default ``cpu``);
+4. per seed: one ``sr-s{seed}`` run, CR's stage1_sr alone (phi_sr on DS pairs), and for each CR
+   variant (``--cr-variant``, default ``cpu``: the preset as it is) one ``cr-{variant}-s{seed}``
+   run, CR's stage1_cc alone (phi_cr, phi~_cr, D, D~ on the genuine faces). Stage 1's parts do
+   not interact, so ``CR = phi_sr(phi_cr(x))`` with the seed's phi_sr is CR ``wo_srri`` (stage 1
+   only), and every variant and "phi_sr alone" = phi_sr(x) share that phi_sr: the deltas
+   between them are phi_cr's alone. ``--methods`` (default ``lrgan,cyclegan``) are trained whole
+   with ``--preset``;
 5. a ceiling no unpaired method can pass: ``oracle_phi_cr``, phi_cr's network trained supervised
    on the *true* pairs (genuine LR -> DS(HR)) of the training faces, then each seed's phi_sr;
 6. per face: Y-PSNR, identity cosine, LR consistency |DS(SR) - x|; for CR also the LR
@@ -90,18 +96,38 @@ def build_sets(out: Path, hr_train: Path, hr_test: Path) -> tuple[Path, Path]:
     return genuine, test
 
 
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """``NAME`` or ``NAME:KEY=VALUE,KEY=VALUE`` -> (NAME, ["KEY=VALUE", ...])."""
+    name, _, opts = text.partition(":")
+    if not name or any(c in name for c in "/ ="):
+        raise SystemExit(f"--cr-variant {text!r}: give NAME or NAME:KEY=VALUE,...")
+    return name, [o for o in opts.split(",") if o]
+
+
+def _train(run: Path, method: str, args: list[str]) -> Path:
+    if not (run / "final.pt").is_file():
+        lrfb("train", method, *args, "--out", str(run))
+    return run
+
+
 def train_runs(out: Path, genuine: Path, seeds: list[int], methods: list[str], preset: str,
-               cr_opts: list[str]) -> dict[tuple[str, int], Path]:
+               sr_opts: list[str], variants: dict[str, list[str]]) -> dict[tuple[str, int], Path]:
+    """``{(row, seed): run}`` with rows ``sr`` (phi_sr alone), ``cr:NAME`` per variant (phi_cr
+    alone) and each of ``methods``; every seed of a row before the next row."""
+    common = ["--hr", "@sample", "--lr", str(genuine)]
+    cr = ["--preset", "cpu", "--variant", "wo_srri", "-o", "fr_iterations=0"]
     runs = {}
-    for method in methods:  # every seed of a method before the next method
+    for seed in seeds:
+        runs["sr", seed] = _train(out / "runs" / f"sr-s{seed}", "cr", [
+            *cr, "-o", "cc_iterations=0", *[a for o in sr_opts for a in ("-o", o)], *common, "--seed", str(seed)])
+    for name, opts in variants.items():
         for seed in seeds:
-            run = out / "runs" / f"{method}-s{seed}"
-            args = [method, "--preset", preset, "--hr", "@sample", "--lr", str(genuine), "--seed", str(seed)]
-            if method == "cr":  # stage 1 only; phi_fr is not used without stage 2
-                args += ["--variant", "wo_srri", "-o", "fr_iterations=0"] + [a for o in cr_opts for a in ("-o", o)]
-            if not (run / "final.pt").is_file():
-                lrfb("train", *args, "--out", str(run))
-            runs[method, seed] = run
+            runs[f"cr:{name}", seed] = _train(out / "runs" / f"cr-{name}-s{seed}", "cr", [
+                *cr, "-o", "sr_iterations=0", *[a for o in opts for a in ("-o", o)], *common, "--seed", str(seed)])
+    for method in methods:
+        for seed in seeds:
+            runs[method, seed] = _train(out / "runs" / f"{method}-s{seed}", method,
+                                        ["--preset", preset, *common, "--seed", str(seed)])
     return runs
 
 
@@ -142,7 +168,9 @@ def per_face(sr: torch.Tensor, hr: torch.Tensor, lr: torch.Tensor, embed) -> dic
 
 def evaluate(runs: dict[tuple[str, int], Path], test_dir: Path, embed, oracle: PhiCR
              ) -> dict[tuple[str, int], dict]:
-    """``{(row, seed): {metric: (N,) values}}``; seed -1 for the untrained rows."""
+    """``{(row, seed): {metric: (N,) values}}``; seed -1 for the untrained rows. Rows: bicubic,
+    bicubic_noise, input (LR restoration only), phi_sr (the seed's ``sr`` run), each ``cr:NAME``
+    (its phi_cr, then the seed's phi_sr), oracle_phi_cr, and the whole-method rows."""
     test = paired_set("known-truth", test_dir)
     hr, lr = to_unit_float(test.faces.images), to_unit_float(test.lr.images)
     clean = quantise(downsample(hr))
@@ -150,18 +178,25 @@ def evaluate(runs: dict[tuple[str, int], Path], test_dir: Path, embed, oracle: P
     for name in ("bicubic", "bicubic_noise"):
         values[name, -1] = per_face(get_method(name)(get_method(name).Config()).super_resolve(lr), hr, lr, embed)
     values["input", -1] = {"lr_restoration_psnr": _lr_psnr(lr, clean)}  # phi_cr = identity
-    for (method, seed), run in runs.items():
-        m = load_method(run, "cpu")
-        with torch.no_grad():
-            values[method, seed] = per_face(m.super_resolve(lr), hr, lr, embed)
-            if method == "cr":
-                values["phi_sr", seed] = per_face(m.super_resolve(lr, artificial=True), hr, lr, embed)
-                values["cr", seed]["lr_restoration_psnr"] = _lr_psnr(m.regulate(lr), clean)
-                restored = oracle(unit_to_signed(lr))
-                sr = signed_to_unit(m.nets["phi_sr"].eval()(restored)).clamp(0, 1)
-                values["oracle_phi_cr", seed] = per_face(sr, hr, lr, embed)
-                values["oracle_phi_cr", seed]["lr_restoration_psnr"] = _lr_psnr(
-                    signed_to_unit(restored).clamp(0, 1), clean)
+
+    def with_phi_sr(restored: torch.Tensor, seed: int) -> dict[str, np.ndarray]:
+        """Per-face metrics of the seed's phi_sr on ``restored`` ``(N,3,16,16)`` in [-1,1]."""
+        sr = signed_to_unit(phi_sr[seed](restored)).clamp(0, 1)
+        row = per_face(sr, hr, lr, embed)
+        row["lr_restoration_psnr"] = _lr_psnr(signed_to_unit(restored).clamp(0, 1), clean)
+        return row
+
+    phi_sr = {seed: load_method(run, "cpu").nets["phi_sr"].eval() for (row, seed), run in runs.items() if row == "sr"}
+    with torch.no_grad():
+        for (row, seed), run in runs.items():
+            if row == "sr":
+                values["phi_sr", seed] = with_phi_sr(unit_to_signed(lr), seed)
+                values["oracle_phi_cr", seed] = with_phi_sr(oracle(unit_to_signed(lr)), seed)
+            elif row.startswith("cr:"):
+                phi_cr = load_method(run, "cpu").nets["phi_cr"].eval()
+                values[row, seed] = with_phi_sr(phi_cr(unit_to_signed(lr)), seed)
+            else:
+                values[row, seed] = per_face(load_method(run, "cpu").super_resolve(lr), hr, lr, embed)
     return values
 
 
@@ -209,27 +244,30 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pool", type=Path, required=True, help="output of scripts/make_sample.py (its hr/)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--methods", default="cr,lrgan,cyclegan")
-    ap.add_argument("--preset", default="cpu")
-    ap.add_argument("--cr-opt", action="append", default=[], metavar="KEY=VALUE",
-                    help="extra CR config override (repeatable)")
+    ap.add_argument("--methods", default="lrgan,cyclegan", help="whole methods to train (comma list; '' for none)")
+    ap.add_argument("--preset", default="cpu", help="preset of --methods")
+    ap.add_argument("--sr-opt", action="append", default=[], metavar="KEY=VALUE",
+                    help="CR config override of the phi_sr runs (repeatable)")
+    ap.add_argument("--cr-variant", action="append", default=[], metavar="NAME[:KEY=VALUE,...]",
+                    help="a CR stage1_cc variant: the cpu preset with these overrides (repeatable; default cpu)")
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
-    methods = args.methods.split(",")
+    methods = [m for m in args.methods.split(",") if m]
+    variants = dict(parse_variant(v) for v in (args.cr_variant or ["cpu"]))
     args.out.mkdir(parents=True, exist_ok=True)
     hr_train, hr_test = split_pool(args.pool, args.out)
     genuine, test = build_sets(args.out, hr_train, hr_test)
     rec = args.out / "recognizer"
     if not (rec / "final.pt").is_file():
         lrfb("train", *RECOGNIZER, "--out", str(rec))
-    runs = train_runs(args.out, genuine, seeds, methods, args.preset, args.cr_opt)
+    runs = train_runs(args.out, genuine, seeds, methods, args.preset, args.sr_opt, variants)
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     oracle = train_oracle(genuine, args.out)
     values = evaluate(runs, test, load_recognizer(str(rec), "cpu"), oracle)
-    pairs = [("bicubic_noise", "bicubic")] + [(m, "bicubic") for m in ("phi_sr", *methods)]
-    if "cr" in methods:
-        pairs += [("cr", "phi_sr"), ("cr", "input"), ("oracle_phi_cr", "phi_sr"), ("oracle_phi_cr", "input")]
-        pairs += [("cr", m) for m in methods if m != "cr"]
+    crs = [f"cr:{v}" for v in variants]
+    pairs = [("bicubic_noise", "bicubic")] + [(m, "bicubic") for m in ("phi_sr", *crs, *methods)]
+    pairs += [(c, ref) for c in (*crs, "oracle_phi_cr") for ref in ("phi_sr", "input")]
+    pairs += [(c, crs[0]) for c in crs[1:]] + [(c, m) for c in crs for m in methods]
     table = deltas(values, seeds, pairs)
     table.to_csv(args.out / "known_truth.csv", index=False)
     (args.out / "known_truth.md").write_text(markdown(table))

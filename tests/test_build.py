@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -70,6 +71,9 @@ def test_sample_build_writes_the_contract(tmp_path, sample_dir):
     assert c["kept"] == len(rows) and c["items"] == 143
     assert c["candidates"] == c["kept"] + c["rejected"]
     assert sum(stats["size_histogram"]["kept"].values()) == len(rows)
+    sides = [max(1, math.floor(max(float(r["width"]), float(r["height"])) + 0.5)) for r in rows]
+    shrunk = sum(s > 16 for s in sides) / len(rows)
+    assert stats["size_summary"]["shrunk_share"] == round(shrunk, 4)
     ev = stats["detector_eval"]
     assert ev["native/detector"]["n_gt"] == ev["12px/detector+filters"]["n_gt"] > 0
     assert ev["12px/detector"]["n_tp"] >= ev["12px/detector+filters"]["n_tp"]  # filters only remove
@@ -83,6 +87,7 @@ def test_sample_build_writes_the_contract(tmp_path, sample_dir):
     assert {r["face_id"] for r in index if r["sheet"] == "kept_001.jpg"} == {r["face_id"] for r in rows}
     card = (out / "DATASET_CARD.md").read_text()
     assert card.startswith("---\n") and "size_categories" in card
+    assert f"{shrunk:.1%}: resized by the antialiased bicubic" in card
     for section in ("## Composition", "## Collection process", "size_histogram.png", "| 12px/detector+filters |"):
         assert section in card
     assert "<!-- generated" not in card

@@ -104,6 +104,26 @@ def test_real_detections_are_kept(detected):
     assert len(kept) >= 6 and all(r is None or r in REASONS for r in reasons)
 
 
+def test_crop_side_filter_rejects_exactly_the_shrunk_crops(sample_dir):
+    """max_crop_side: among real detections (a dlib photo shrunk to faces of about 16 px) within
+    the size window, exactly those whose square crop is larger than 16 px (their LR face would be
+    shrunk by DS's operator) are rejected, and only with the option set."""
+    names, photos, boxes = load_dlib_annotated(sample_dir / "scenes" / "dlib_faces")
+    k = names.index("2008_004176.jpg")
+    img, _ = shrink_to_face_size(photos[k], boxes[k], 16)
+    cands = make_candidates(img, make_detector(DetectorConfig(device="cpu")).detect(img))
+    cfg = FilterConfig(max_avg_size=20, dedupe=False, face_check=False)
+    side = np.array([crop_rect(c.detection.box)[2] - crop_rect(c.detection.box)[0] for c in cands])
+    base = np.array(filter_candidates(cands, cfg), dtype=object)
+    strict = np.array(filter_candidates(cands, FilterConfig(max_avg_size=20, dedupe=False, face_check=False,
+                                                            max_crop_side=16)), dtype=object)
+    in_window = np.array([6 <= c.detection.avg_size <= 20 for c in cands])
+    assert "crop_too_large" not in set(base)
+    assert (in_window & (side > 16)).sum() >= 1 and (in_window & (side <= 16)).sum() >= 1
+    np.testing.assert_array_equal(strict == "crop_too_large", in_window & (side > 16))
+    np.testing.assert_array_equal(strict[strict != "crop_too_large"], base[strict != "crop_too_large"])
+
+
 def test_each_filter_rejects_what_it_should(detected, sample_dir):
     img, gt, cands = detected
     c = max(cands, key=lambda c: c.detection.score)
@@ -139,7 +159,7 @@ def test_each_filter_rejects_what_it_should(detected, sample_dir):
     }
     got = filter_candidates(list(cases.values()) + [c], NO_DEDUPE)
     assert got == list(cases) + [None]
-    assert set(cases) | {"not_a_face", "near_duplicate"} == set(REASONS)
+    assert set(cases) | {"not_a_face", "near_duplicate", "crop_too_large"} == set(REASONS)
     # first failing filter wins: too large and low score -> too_large
     assert filter_candidates([variant(box=(x1, y1, x1 + 30, y1 + 30), score=0.1)], NO_DEDUPE) == ["too_large"]
     # ground-truth boxes (no score, no landmarks) skip those two checks

@@ -90,6 +90,10 @@ def composition(stats: dict[str, Any]) -> str:
     if s:
         rows.append(("average face size (px)",
                      f"min {s['min']}, median {s['median']}, mean {s['mean']}, max {s['max']}"))
+        if "shrunk_share" in s and stats["kind"] != "paired":
+            rows.append(("LR faces shrunk to the LR size (crop side > LR size)",
+                         f"{s['shrunk_share']:.1%}: resized by the antialiased bicubic that also makes "
+                         "artificial LR (`filters.max_crop_side` excludes them)"))
     rule = source_rule(stats["source"])
     hr = ", `hr64/`" if stats["kind"] == "paired" else ""
     out = ["## Composition", "", "*Generated from `stats.json` of this build.*", "", "| | |", "|---|---|"]

@@ -1,7 +1,7 @@
 """Filters that turn detected faces into kept genuine-LR faces, each rejection with its reason.
 
 Order (cheap first; the first failing filter names the reason): size (``too_large``,
-``too_small``), ``cut_by_border``, ``low_score``, ``bad_landmarks``, junk (``junk_blank``,
+``too_small``, ``crop_too_large``), ``cut_by_border``, ``low_score``, ``bad_landmarks``, junk (``junk_blank``,
 ``junk_dark``, ``junk_flat``), the second-stage face check ``not_a_face`` and finally
 ``near_duplicate`` among the survivors.
 
@@ -34,7 +34,7 @@ from lrfacebench.data.detect import Box, Detection
 from lrfacebench.degrade import imresize
 from lrfacebench.weights import locate
 
-REASONS: tuple[str, ...] = ("too_large", "too_small", "cut_by_border", "low_score", "bad_landmarks",
+REASONS: tuple[str, ...] = ("too_large", "too_small", "crop_too_large", "cut_by_border", "low_score", "bad_landmarks",
                             "junk_blank", "junk_dark", "junk_flat", "not_a_face", "near_duplicate")
 _LUMA = np.array([0.299, 0.587, 0.114])
 
@@ -60,7 +60,12 @@ class Candidate:
 class FilterConfig:
     """Filter thresholds; the defaults are the dataset recipes' defaults.
 
-    Sizes are the average of box width and height in original pixels. ``border_margin``: the
+    Sizes are the average of box width and height in original pixels. ``max_crop_side``: the
+    largest side of the square crop (:func:`crop_rect`, the box's *larger* side) in original
+    pixels. A crop larger than the LR size is shrunk to it by ``degrade.imresize``'s antialiased
+    bicubic, the very operator DS that makes artificial LR, so such a "genuine" face is partly
+    artificial; a training set of genuine LR sets it to the LR size (16) so that no face passes
+    through DS (off by default: the paper's rule is the average size alone). ``border_margin``: the
     square crop must lie this many pixels inside the image. Junk, on the crop's luma (0-255):
     ``junk_blank_std`` (std below = blank), ``junk_dark_p99`` (99th percentile below = extremely
     dark), ``junk_flat_contrast`` (5-95 percentile spread below = flat). ``face_check_threshold``:
@@ -70,6 +75,7 @@ class FilterConfig:
 
     max_avg_size: float = 16.0
     min_avg_size: float = 6.0
+    max_crop_side: float = math.inf
     min_score: float = 0.7
     landmarks: bool = True
     border_margin: float = 0.0
@@ -226,6 +232,8 @@ def _cheap_reason(c: Candidate, cfg: FilterConfig) -> str | None:
         return "too_small"
     W, H = c.image_size
     x0, y0, x1, y1 = crop_rect(d.box)
+    if x1 - x0 > cfg.max_crop_side:
+        return "crop_too_large"
     m = cfg.border_margin
     if x0 < m or y0 < m or x1 > W - m or y1 > H - m:
         return "cut_by_border"

@@ -73,7 +73,7 @@ def build_stats(plan: BuildPlan, cfg: BuildConfig, plan_hash: str, records: list
         "size_histogram": {"note": "faces per 1-px bin of the average size (w+h)/2 in px: key 12 = [12, 13)",
                            "kept": histogram((float(r["width"]) + float(r["height"])) / 2 for r in final),
                            **sizes},
-        "size_summary": _size_summary(final),
+        "size_summary": _size_summary(final, cfg.build.lr_size),
         "detector_eval": {k: _rates(v) for k, v in sorted(evals.items())},
         "timings": {**{k: round(v, 3) for k, v in sorted(timings.items())}, **extra.get("timings", {})},
         "config": cfglib.to_dict(cfg), "config_hash": cfg.compat_hash(), "plan_hash": plan_hash,
@@ -87,12 +87,18 @@ def build_stats(plan: BuildPlan, cfg: BuildConfig, plan_hash: str, records: list
     }
 
 
-def _size_summary(rows: list[dict[str, Any]]) -> dict[str, float]:
+def _size_summary(rows: list[dict[str, Any]], lr_size: int) -> dict[str, float]:
+    """Average box size (min, median, mean, max, px) and ``shrunk_share``: the share of faces whose
+    square crop (side = the box's larger side, rounded as ``filters.crop_rect``) is larger than
+    ``lr_size``, i.e. whose LR face was shrunk by the antialiased bicubic that DS also uses."""
     if not rows:
         return {}
-    s = np.array([(float(r["width"]) + float(r["height"])) / 2 for r in rows])
+    w, h = (np.array([float(r[k]) for r in rows]) for k in ("width", "height"))
+    s = (w + h) / 2
+    side = np.maximum(1, np.floor(np.maximum(w, h) + 0.5))
     return {"min": round(float(s.min()), 2), "median": round(float(np.median(s)), 2),
-            "mean": round(float(s.mean()), 2), "max": round(float(s.max()), 2)}
+            "mean": round(float(s.mean()), 2), "max": round(float(s.max()), 2),
+            "shrunk_share": round(float((side > lr_size).mean()), 4)}
 
 
 def _rates(c: Counter[str]) -> dict[str, Any]:
