@@ -35,7 +35,7 @@ import lrfacebench
 from lrfacebench import config as cfglib
 from lrfacebench import io
 from lrfacebench.errors import RunError
-from lrfacebench.methods import METHODS, Method, resolve_method
+from lrfacebench.methods import METHODS, Method, get_method
 from lrfacebench.pixels import unit_to_signed
 from lrfacebench.runtime import resolve_device
 
@@ -88,7 +88,7 @@ def save_training_checkpoint(path: Path, method: Method, method_spec: str, stage
 def export_final(method: Method, path: str | Path, method_spec: str | None = None) -> None:
     """Write the deployed nets of ``method`` as a weights file (``RUN/final.pt``): what ``lrfb sr``
     and the benchmark load. ``method_spec`` is how the method is named for loading it again
-    (a registry name or ``module:Class``; default ``method.name``)."""
+    (default ``method.name``); only a registered name loads again (:func:`registered_name`)."""
     io.save_checkpoint(path, {
         "method": method_spec or method.name, "config": cfglib.to_dict(method.config),
         "config_hash": cfglib.config_hash(method.config), "nets": method.deployed_state_dict(),
@@ -151,16 +151,29 @@ def train_seconds(run: Path) -> float:
 # ---------------------------------------------------------------------------------------------
 # loading
 # ---------------------------------------------------------------------------------------------
-def build_method(spec: str, config: dict[str, Any], device: torch.device | str) -> Method:
-    """The method ``spec`` (registry name or ``module:Class``) built from a stored config dict."""
-    cls = resolve_method(spec)
+def build_method(name: str, config: dict[str, Any], device: torch.device | str) -> Method:
+    """The registered method ``name`` built from a stored config dict (a name read from a file
+    never imports anything outside the registry: :func:`registered_name`)."""
+    cls = get_method(name)
     return cls(cfglib.from_dict(cls.Config, config), device)
+
+
+def registered_name(name: Any, source: str | Path) -> str:
+    """``name`` when it is a registered method name (``lrfb methods``); :class:`RunError` otherwise,
+    before anything is imported. Method names read from files (weights, checkpoints, run records)
+    go through here: a file must never choose which module is imported."""
+    if isinstance(name, str) and name in METHODS:
+        return name
+    raise RunError(f"{source} names method {str(name)[:80]!r}, which is not registered; files may "
+                   f"only name registered methods ({', '.join(sorted(METHODS))})")
 
 
 def load_method(path: str | Path, device: torch.device | str = "cpu", nets: str = "deployed") -> Method:
     """A ready-to-use Method in eval mode from a run directory, ``final.pt`` or a checkpoint.
 
-    A method that needs no training (``bicubic``) may be given by name. For a run directory,
+    A method that needs no training (``bicubic``) may be given by name. Only registered methods
+    are loaded: a file naming ``module:Class`` or any unknown name is refused before any import
+    (:func:`registered_name`). For a run directory,
     ``nets="deployed"`` reads ``final.pt`` (or, while the run is unfinished, its newest
     checkpoint); ``nets="all"`` reads the newest checkpoint, e.g. for CR's phi_fr.
     Raises :class:`~lrfacebench.errors.RunError` for anything that cannot be loaded.
@@ -168,14 +181,14 @@ def load_method(path: str | Path, device: torch.device | str = "cpu", nets: str 
     device = resolve_device(device)
     p = Path(path)
     if not p.exists():
-        if str(path) in METHODS or ":" in str(path):
-            cls = resolve_method(str(path))
+        if str(path) in METHODS:
+            cls = get_method(str(path))
             method = cls(cls.make_config("paper"), device)
             if method.stages():
                 raise RunError(f"method {path!r} needs trained weights: give a run directory, "
                                "its final.pt or a checkpoint")
             return method.eval()
-        raise RunError(f"{path}: no such run directory, weights file or method name")
+        raise RunError(f"{path}: no such run directory, weights file or registered method name")
     if p.is_dir() and not (nets == "deployed" and (p / FINAL).is_file()):
         found = newest_loadable([c for _, c in list_checkpoints(p)])
         if found is None:
@@ -190,10 +203,15 @@ def load_method(path: str | Path, device: torch.device | str = "cpu", nets: str 
             raise RunError(f"{p} cannot be read as lrfacebench weights ({e})") from None
     if not isinstance(state, dict) or "method" not in state or "config" not in state:
         raise RunError(f"{p} is not a lrfacebench checkpoint or weights export")
-    method = build_method(state["method"], state["config"], device)
-    if "state" in state:  # a training checkpoint
-        state = state["state"]
-    method.load_state_dict({"nets": state["nets"], "extra": state.get("extra", {})})
+    name = registered_name(state["method"], p)
+    try:
+        method = build_method(name, state["config"], device)
+        if "state" in state:  # a training checkpoint
+            state = state["state"]
+        method.load_state_dict({"nets": state["nets"], "extra": state.get("extra", {})})
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        why = " ".join(str(e).split())  # torch's multi-line load_state_dict errors as one line
+        raise RunError(f"{p} does not hold weights of method {name!r} ({type(e).__name__}: {why[:300]})") from None
     return method.eval()
 
 

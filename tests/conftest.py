@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from lrfacebench.methods import METHODS
+
 
 SAMPLE = Path(__file__).resolve().parent.parent / "lrfacebench" / "sample"
 
@@ -19,6 +21,13 @@ def _private_metric_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     mp.setenv("LRFB_CACHE_DIR", str(tmp_path_factory.mktemp("lrfb-cache")))
     yield
     mp.undo()
+
+
+@pytest.fixture(autouse=True)
+def _tiny_method_registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests' own method (``test_train:TinySR``) is registered, as a user registers theirs:
+    weights files may only name registered methods."""
+    monkeypatch.setitem(METHODS, "test_train:TinySR", "test_train:TinySR")
 
 
 @pytest.fixture(scope="session")

@@ -87,7 +87,7 @@ def test_trained_run_in_batches_matches_the_loaded_method(inputs, tmp_path, monk
 def test_bad_weights_and_empty_inputs_are_clear_errors(tmp_path, inputs):
     runner = CliRunner()
     res = runner.invoke(sr_command, [str(tmp_path / "nope"), str(inputs), "--out", str(tmp_path / "o")])
-    assert res.exit_code == 1 and "no such run directory, weights file or method name" in res.output
+    assert res.exit_code == 1 and "no such run directory, weights file or registered method name" in res.output
     res = runner.invoke(sr_command, [TINY, str(inputs), "--out", str(tmp_path / "o")])
     assert res.exit_code == 1 and "needs trained weights" in res.output
     (tmp_path / "empty").mkdir()

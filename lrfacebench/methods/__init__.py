@@ -1,7 +1,9 @@
 """Explicit method registry: name -> "module:Class", imported lazily (no import-time scanning).
 
 Adding a method is one new module plus one line here. :func:`resolve_method` also accepts
-``package.module:Class`` of any :class:`Method` subclass outside the registry.
+``package.module:Class`` of any :class:`Method` subclass outside the registry, for a spec the
+user typed (``lrfb train package.module:Class``) only: names read from files (weights,
+checkpoints, run records) go through :func:`get_method`, which imports registered modules only.
 """
 from __future__ import annotations
 
@@ -30,7 +32,8 @@ def get_method(name: str) -> type[Method]:
 
 
 def resolve_method(spec: str) -> type[Method]:
-    """A registered method name, or ``package.module:Class`` of any Method subclass."""
+    """A registered method name, or ``package.module:Class`` of any Method subclass (imported:
+    never call this with a name read from a file)."""
     if spec in METHODS or ":" not in spec:
         return get_method(spec)
     module, _, attr = spec.partition(":")
