@@ -37,15 +37,17 @@ def list_images(root: str | Path) -> list[Path]:
     return sorted(p for p in Path(root).rglob("*") if p.is_file() and is_image(p))
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
-    """Decode any image to RGB uint8 ``(H,W,3)``.
+@contextlib.contextmanager
+def open_image(path: str | Path) -> Iterator[Image.Image]:
+    """The PIL image of ``path`` with its header read and checked (pixels not decoded yet).
 
-    Applies EXIF orientation; converts grayscale, palette, CMYK, alpha and 16-bit images.
-    Raises :class:`UnreadableImage` for missing, empty, truncated, corrupt or oversized files.
+    The one place where image files are judged: a missing, empty, oversized (more than
+    :data:`MAX_IMAGE_PIXELS`, or PIL's decompression-bomb limits) or undecodable file -- also
+    one that fails while the ``with`` block decodes it -- raises :class:`UnreadableImage`.
     """
     path = Path(path)
     if not path.is_file():
-        raise UnreadableImage("missing file")
+        raise UnreadableImage("missing file" if not path.exists() else "not a regular file")
     if path.stat().st_size == 0:
         raise UnreadableImage("zero-byte file")
     try:
@@ -54,15 +56,25 @@ def read_rgb(path: str | Path) -> np.ndarray:
             with Image.open(path) as im:
                 if im.width * im.height > MAX_IMAGE_PIXELS:
                     raise UnreadableImage(f"image too large ({im.width}x{im.height} pixels)")
-                im.load()
-                im = ImageOps.exif_transpose(im)
-                return _to_rgb8(im)
+                yield im
     except UnreadableImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise UnreadableImage(f"decompression bomb: {e}") from None
-    except (OSError, SyntaxError, ValueError) as e:
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise UnreadableImage(f"cannot decode: {e}") from None
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Decode any image to RGB uint8 ``(H,W,3)``.
+
+    Applies EXIF orientation; converts grayscale, palette, CMYK, alpha and 16-bit images.
+    Raises :class:`UnreadableImage` for missing, empty, truncated, corrupt or oversized files
+    (:func:`open_image`).
+    """
+    with open_image(path) as im:
+        im.load()
+        return _to_rgb8(ImageOps.exif_transpose(im))
 
 
 def _to_rgb8(im: Image.Image) -> np.ndarray:

@@ -46,12 +46,16 @@ class FIDError(ValueError):
 
 # ----- features --------------------------------------------------------------------------------
 class _CheckedResizeDataset(ResizeDataset):
-    """clean-fid's decode + resize, with the failing file named in the error."""
+    """clean-fid's decode + resize of a file that passed the library's image checks
+    (:func:`lrfacebench.io.open_image`: size cap, decompression bombs, empty files), with the
+    failing file named in the error."""
 
     def __getitem__(self, i: int) -> torch.Tensor:
         try:
+            with io.open_image(self.files[i]):
+                pass  # the header only: clean-fid decodes the pixels its own way
             return super().__getitem__(i)
-        except (OSError, ValueError, SyntaxError) as e:
+        except (OSError, ValueError, SyntaxError) as e:  # io.UnreadableImage is a ValueError
             raise FIDError(f"{self.files[i]}: cannot read image for FID ({e})") from None
 
 

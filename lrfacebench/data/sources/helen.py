@@ -13,6 +13,7 @@ the image are filled by edge replication. The crop is resized to 64x64 (HR); DS 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,7 +93,10 @@ def _landmarks(path: Path, root: Path,
         try:
             if len(parts) != 2:
                 raise ValueError(f"expected 'x , y', got {line[:40]!r}")
-            pts.append((float(parts[0]), float(parts[1])))
+            pt = (float(parts[0]), float(parts[1]))
+            if not all(map(math.isfinite, pt)):
+                raise ValueError(f"non-finite landmark {line[:40]!r}")
+            pts.append(pt)
         except ValueError as e:
             problems.append(Problem(where, str(n), str(e)))
     if not name:

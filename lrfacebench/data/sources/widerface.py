@@ -12,6 +12,7 @@ ground-truth boxes instead (``roi`` mode) and supplies scores and landmarks.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -93,10 +94,14 @@ def _records(name: str, gt: Path, opts: Options,
 
 def _face(line: str, name: str, n: int, opts: Options, problems: list[Problem]) -> Annot | None:
     try:
-        vals = [int(float(v)) for v in line.split()]
+        nums = [float(v) for v in line.split()]
     except ValueError:
         problems.append(Problem(name, str(n), f"face line is not numbers: {line[:60]!r}"))
         return None
+    if not all(map(math.isfinite, nums)):  # inf, 1e400, nan: no pixel position, no flag
+        problems.append(Problem(name, str(n), f"face line has non-finite numbers: {line[:60]!r}"))
+        return None
+    vals = [int(v) for v in nums]
     if len(vals) < 4:
         problems.append(Problem(name, str(n), f"face line has {len(vals)} numbers, expected 10"))
         return None
