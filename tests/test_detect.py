@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lrfacebench.data.annotated import evaluate_on_annotated, load_dlib_annotated, match_greedy, shrink_to_face_size
-from lrfacebench.data.detect import Detection, DetectorConfig, box_iou, make_detector
+from lrfacebench.data.detect import Detection, DetectorConfig, bounded_scales, box_iou, make_detector
 from lrfacebench.data.filters import FilterConfig, quality_filter
 from lrfacebench.data.sources.base import read_dlib_xml
 
@@ -145,3 +145,26 @@ def test_device_is_honoured():
 def test_detection_size():
     d = Detection((10.0, 20.0, 22.0, 36.0), 0.9, None)
     assert (d.width, d.height, d.avg_size) == (12.0, 16.0, 14.0)
+
+
+@pytest.mark.parametrize("size, scales", [((1024, 687), (1.0, 2.0, 4.0)), ((1500, 1000), (1.0, 2.0, 4.0)),
+                                          ((3000, 2000), (1.0, 2.0)), ((4000, 3000), (1.0,)), ((8000, 6000), ())])
+def test_pixel_cap_drops_the_costliest_scales_but_keeps_the_one_reaching_the_smallest_face(size, scales):
+    """Default cap 2^25 up-sampled pixels, recipe faces from 6 px: x2 (12 px window / 2) comes first."""
+    assert bounded_scales(*size, DetectorConfig(), smallest_face=6.0) == scales
+
+
+def test_reaching_scale_is_kept_before_a_cheaper_one():
+    cfg = DetectorConfig(scales=(1.0, 2.0, 4.0), max_work_pixels=4.5e6)  # 1 M at x1, 4 M at x2, 16 M at x4
+    assert bounded_scales(1000, 1000, cfg, smallest_face=6.0) == (2.0,)  # x2 reaches 6 px; x1 would pass the cap
+    assert bounded_scales(1000, 1000, cfg, smallest_face=3.0) == (1.0,)  # x4 reaches 3 px but never fits
+    assert bounded_scales(1000, 1000, cfg, smallest_face=20.0) == (1.0,)  # x1 reaches 20 px
+    assert bounded_scales(1000, 1000, DetectorConfig(max_work_pixels=21e6), 6.0) == (1.0, 2.0, 4.0)
+
+
+def test_per_image_scales_equal_a_detector_configured_with_them(small_photo, detector):
+    image = small_photo[0]
+    only_x2 = make_detector(DetectorConfig(scales=(2.0,), device="cpu")).detect(image)
+    many = detector.detect_many([image, image], [(2.0,), tuple(detector.cfg.scales)])
+    assert [d.box for d in many[0]] == [d.box for d in only_x2] and len(only_x2) >= 5
+    assert [d.box for d in many[1]] == [d.box for d in detector.detect(image)]

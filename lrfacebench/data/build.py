@@ -154,7 +154,9 @@ def summary(result: MergeResult, out: Path, seconds: float) -> list[str]:
     lines = [
         f"built {st['dataset']} ({st['source']}, {st['kind']}) -> {out}",
         f"  inputs      {c['items']:,} items planned, {c['items_read']:,} read, {c['items_unreadable']:,} unreadable;"
-        f" {c['annotation_problems']:,} annotation problems",
+        f" {c['annotation_problems']:,} annotation problems"
+        + (f"; {c['items_too_large']:,} too large to search, {c['items_scales_reduced']:,} searched at fewer "
+           "scales (detector.max_work_pixels)" if c.get("items_too_large") or c.get("items_scales_reduced") else ""),
         f"  candidates  {c['candidates']:,}",
         f"  kept        {c['kept']:,} faces" + (f" (avg size {size['min']}-{size['max']} px, median {size['median']})"
                                                 if size else "")

@@ -79,6 +79,13 @@ class DetectorConfig:
     than ``tile`` x ``tile`` pixels is cut into tiles of that size overlapping by ``tile_overlap``
     (up-sampled pixels); a tiled pass keeps only faces no larger than the overlap (larger ones
     come from a lower scale). ``batch_size``: equal-size inputs per MTCNN call.
+    ``max_work_pixels``: the most up-sampled pixels (the sum over scales of W*H*s^2) one whole
+    photo is searched with; a larger photo gets the reduced scale set of :func:`bounded_scales`,
+    or none (the builder skips it). The default, 2^25 (33.5 M), searches a 1.5 MP photo at
+    (1, 2, 4), a 6 MP one at (1, 2), a 12 MP one at (1,) and skips a 48 MP one: at about 1-2.5 s
+    of CPU per million up-sampled pixels (docs/reliability.md), a photo costs a minute at most
+    instead of the 21 minutes a 48 MP photo took at x4. MTCNN's memory is bounded apart from it,
+    by the pixels per call (``_BATCH_PIXELS``) and the tiles.
     ``device``: ``auto``, ``cpu``, ``cuda[:N]``.
     """
 
@@ -93,6 +100,7 @@ class DetectorConfig:
     tile: int = 2048
     tile_overlap: int = 256
     batch_size: int = 8
+    max_work_pixels: float = float(1 << 25)
     device: str = "auto"
 
 
@@ -103,8 +111,10 @@ class Detector(Protocol):
         """Faces in RGB uint8 ``image`` (H,W,3), best score first; with ``rois`` only inside them."""
         ...
 
-    def detect_many(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
-        """:meth:`detect` on each whole image; equal-size images are batched together."""
+    def detect_many(self, images: Sequence[np.ndarray],
+                    scales: Sequence[tuple[float, ...]] | None = None) -> list[list[Detection]]:
+        """:meth:`detect` on each whole image; equal-size images are batched together.
+        ``scales``: per image, the up-sampling factors to use instead of the configured ones."""
         ...
 
 
@@ -113,6 +123,28 @@ def make_detector(cfg: DetectorConfig) -> Detector:
     if cfg.name == "mtcnn":
         return MTCNNDetector(cfg)
     raise ValueError(f"unknown detector {cfg.name!r}; available: mtcnn")
+
+
+def bounded_scales(width: int, height: int, cfg: DetectorConfig, smallest_face: float) -> tuple[float, ...]:
+    """The scales of ``cfg`` a ``width`` x ``height`` image is searched at within
+    ``cfg.max_work_pixels`` up-sampled pixels, in ``cfg.scales`` order.
+
+    All of them when they fit. Otherwise the scale that reaches faces of ``smallest_face``
+    original px comes first (scale ``s`` finds faces from ``min_face_size / s`` px up: the
+    smallest such scale, else the largest one), then the others from the cheapest, each kept
+    while the total fits. ``()`` when not even one scale fits.
+    """
+    cost = {s: width * height * s * s for s in cfg.scales}
+    if sum(cost.values()) <= cfg.max_work_pixels:
+        return tuple(cfg.scales)
+    reaching = [s for s in cfg.scales if cfg.min_face_size / s <= smallest_face]
+    first = min(reaching) if reaching else max(cfg.scales)
+    kept, total = [], 0.0
+    for s in [first, *sorted((s for s in cfg.scales if s != first), key=cost.get)]:
+        if total + cost[s] <= cfg.max_work_pixels:
+            kept.append(s)
+            total += cost[s]
+    return tuple(s for s in cfg.scales if s in kept)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -174,16 +206,18 @@ class MTCNNDetector:
             jobs = (j for roi in rois for j in self._roi_jobs(image, roi, 0))
         return self._merge(self._run(jobs), 1)[0]
 
-    def detect_many(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+    def detect_many(self, images: Sequence[np.ndarray],
+                    scales: Sequence[tuple[float, ...]] | None = None) -> list[list[Detection]]:
         for im in images:
             check_image(im)
-        jobs = (j for i, im in enumerate(images) for j in self._whole_jobs(im, i))
+        per = [tuple(self.cfg.scales)] * len(images) if scales is None else list(scales)
+        jobs = (j for i, im in enumerate(images) for j in self._whole_jobs(im, i, per[i]))
         return self._merge(self._run(jobs), len(images))
 
     # ---- inputs -------------------------------------------------------------------------
-    def _whole_jobs(self, image: np.ndarray, owner: int) -> Iterator[_Job]:
+    def _whole_jobs(self, image: np.ndarray, owner: int, scales: Sequence[float] | None = None) -> Iterator[_Job]:
         h, w = image.shape[:2]
-        for s in self.cfg.scales:
+        for s in self.cfg.scales if scales is None else scales:
             yield from self._region_jobs(image, (0, 0, w, h), s, owner, (0.0, 0.0, float(w), float(h)))
 
     def _roi_jobs(self, image: np.ndarray, roi: Box, owner: int) -> Iterator[_Job]:

@@ -61,7 +61,8 @@ def build_stats(plan: BuildPlan, cfg: BuildConfig, plan_hash: str, records: list
         "dataset": cfg.name, "source": plan.source, "kind": plan.kind, "root": str(plan.root),
         "counts": {
             "items": len(plan.items), "items_read": counts["items"] - counts["items_unreadable"],
-            "items_unreadable": counts["items_unreadable"], "annotation_problems": len(plan.problems),
+            "items_unreadable": counts["items_unreadable"], "items_too_large": counts["items_too_large"],
+            "items_scales_reduced": counts["items_scales_reduced"], "annotation_problems": len(plan.problems),
             "unreadable_rows": len(unreadable), "candidates": counts["candidates"],
             "kept_in_shards": sum(len(rec["kept"]) for rec in records), "kept": len(final),
             "rejected": sum(by_reason.values()), "rejected_by_reason": dict(sorted(by_reason.items())),

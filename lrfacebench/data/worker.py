@@ -22,7 +22,7 @@ import numpy as np
 
 from lrfacebench import config as cfglib
 from lrfacebench.data.annotated import COUNTS, MatchTally, evaluate_on_annotated
-from lrfacebench.data.detect import Detection, DetectorConfig, make_detector
+from lrfacebench.data.detect import Detection, DetectorConfig, bounded_scales, make_detector
 from lrfacebench.data.filters import Candidate, FilterConfig, crop_face, filter_candidates, padded_crop, quality_filter
 from lrfacebench.data.plan import shard_path
 from lrfacebench.data.recipe import BuildConfig
@@ -104,6 +104,7 @@ class ShardWorker:
         self.rule = source_rule(cfg.source.get("name", cfg.name))
         self.reader_options = cfg.reader_options() if self.rule else None
         self._scenes: dict[str, tuple[np.ndarray, Shrunk]] = {}  # scene items: original photo, shrunk one
+        self._scales: dict[tuple[str, int | None], tuple[float, ...]] = {}  # whole-image items: their scales
 
     def run(self, items: list[Item], progress: Callable[[int], None] | None) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -166,6 +167,8 @@ class ShardWorker:
                 continue
             if item.mode == "scene" and (image := self._shrink(item, image)) is None:
                 continue
+            if item.mode in ("detect", "scene") and not self._plan_scales(item, image):
+                continue
             loaded.append((item, image, self._valid_annots(item, image)))
         self.timings["read_s"] += time.perf_counter() - t
         t = time.perf_counter()
@@ -191,6 +194,28 @@ class ShardWorker:
                 self._problem(item, f"processing failed: {type(e).__name__}: {e}")
         self.timings["crop_s"] += time.perf_counter() - t
 
+    def _plan_scales(self, item: Item, image: np.ndarray) -> tuple[float, ...]:
+        """The scales the whole ``image`` is searched at (``detect.bounded_scales``: within
+        ``detector.max_work_pixels``, reaching ``filters.min_avg_size`` first); a reduced set is
+        counted and logged, an empty one (the photo is skipped) also reported as bad input."""
+        h, w = image.shape[:2]
+        d = self.cfg.detector
+        scales = bounded_scales(w, h, d, self.cfg.filters.min_avg_size)
+        key = (item.source, item.frame)
+        if not scales:
+            self.counts["items_too_large"] += 1
+            self._problem(item, f"photo too large to search: {w}x{h} needs {w * h * min(d.scales) ** 2 / 1e6:.1f} M "
+                                f"up-sampled pixels at scale {min(d.scales):g}, over "
+                                f"detector.max_work_pixels = {d.max_work_pixels / 1e6:.1f} M")
+            log.warning("skipping %s: %dx%d is over detector.max_work_pixels", item.source, w, h)
+        elif scales != tuple(d.scales):
+            self.counts["items_scales_reduced"] += 1
+            log.warning("%s (%dx%d): searched at scales %s of %s (detector.max_work_pixels); faces below "
+                        "%.1f px are not searched", item.source, w, h, scales, tuple(d.scales),
+                        d.min_face_size / max(scales))
+        self._scales[key] = scales
+        return scales
+
     def _problem(self, item: Item, reason: str) -> None:
         self.unreadable.append(Problem(item.source, f"frame {item.frame}" if _is_video(item) else "", reason))
 
@@ -211,7 +236,9 @@ class ShardWorker:
         out: list[list[Detection]] = [[] for _ in loaded]
         whole = [i for i, (it, _, _) in enumerate(loaded) if it.mode in ("detect", "scene")]
         if whole:
-            found = _detector(self.cfg.detector).detect_many([loaded[i][1] for i in whole])
+            found = _detector(self.cfg.detector).detect_many(
+                [loaded[i][1] for i in whole],
+                [self._scales[(loaded[i][0].source, loaded[i][0].frame)] for i in whole])
             for i, f in zip(whole, found):
                 out[i] = f
         for i, (item, image, annots) in enumerate(loaded):
