@@ -200,7 +200,7 @@ def load_method(path: str | Path, device: torch.device | str = "cpu", nets: str 
         try:
             state = io.load_checkpoint(p)
         except Exception as e:  # noqa: BLE001 - any undecodable file is a user error here
-            raise RunError(f"{p} cannot be read as lrfacebench weights ({e})") from None
+            raise RunError(f"{p} cannot be read as lrfacebench weights ({_one_line(e)})") from None
     if not isinstance(state, dict) or "method" not in state or "config" not in state:
         raise RunError(f"{p} is not a lrfacebench checkpoint or weights export")
     name = registered_name(state["method"], p)
@@ -210,9 +210,14 @@ def load_method(path: str | Path, device: torch.device | str = "cpu", nets: str 
             state = state["state"]
         method.load_state_dict({"nets": state["nets"], "extra": state.get("extra", {})})
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
-        why = " ".join(str(e).split())  # torch's multi-line load_state_dict errors as one line
-        raise RunError(f"{p} does not hold weights of method {name!r} ({type(e).__name__}: {why[:300]})") from None
+        raise RunError(f"{p} does not hold weights of method {name!r} ({type(e).__name__}: {_one_line(e)})") from None
     return method.eval()
+
+
+def _one_line(error: Exception, limit: int = 300) -> str:
+    """``error``'s message on one line, cut to ``limit`` characters (torch's are multi-line)."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def load_recognizer(spec: str, device: str = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:

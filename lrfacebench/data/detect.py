@@ -103,6 +103,17 @@ class DetectorConfig:
     max_work_pixels: float = float(1 << 25)
     device: str = "auto"
 
+    def __post_init__(self) -> None:
+        if not self.scales or min(self.scales) <= 0:
+            raise ValueError(f"detector.scales must be positive, got {self.scales}")
+        if self.tile <= self.tile_overlap:
+            raise ValueError(f"detector.tile ({self.tile}) must exceed detector.tile_overlap ({self.tile_overlap})")
+        if not self.max_work_pixels > 0:
+            raise ValueError(f"detector.max_work_pixels must be positive, got {self.max_work_pixels}")
+        if self.min_face_size <= 0 or self.batch_size < 1:
+            raise ValueError(f"detector.min_face_size must be positive and detector.batch_size >= 1, got "
+                             f"{self.min_face_size} and {self.batch_size}")
+
 
 class Detector(Protocol):
     name: str
@@ -182,11 +193,7 @@ class _Job:
 class MTCNNDetector:
     """Multi-scale MTCNN (facenet-pytorch 2.5.3, bundled weights checked by sha256)."""
 
-    def __init__(self, cfg: DetectorConfig):
-        if not cfg.scales or min(cfg.scales) <= 0:
-            raise ValueError(f"scales must be positive, got {cfg.scales}")
-        if cfg.tile <= cfg.tile_overlap:
-            raise ValueError(f"tile ({cfg.tile}) must exceed tile_overlap ({cfg.tile_overlap})")
+    def __init__(self, cfg: DetectorConfig):  # cfg's values are checked by DetectorConfig itself
         for net in ("pnet", "rnet", "onet"):
             locate(f"mtcnn-{net}")  # same files MTCNN loads; fails clearly if missing or altered
         self.cfg = cfg

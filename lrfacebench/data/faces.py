@@ -18,7 +18,7 @@ import logging
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Literal, Sequence
 
 import numpy as np
@@ -135,10 +135,23 @@ def list_dataset(root: str | Path, kind: Kind, splits: Sequence[str] = ("train",
     if len(with_image) < len(rows):
         log.warning("%s: %d of %d rows have no %s image and are skipped", root,
                     len(rows) - len(with_image), len(rows), column)
+    inside = with_image[column].map(_inside)
+    if not inside.any():
+        raise DatasetError(f"{manifest}: every {column} path lies outside {root} (absolute or ../)", kind)
+    if not inside.all():
+        log.warning("%s: %d of %d rows name files outside the dataset folder (absolute or ../) and are "
+                    "skipped", root, int((~inside).sum()), len(with_image))
+        with_image = with_image[inside]
     chosen = with_image[_select_splits(with_image["split"].tolist(), splits, str(root), kind)]
     return FaceList(kind=kind, source=str(root), paths=[root / p for p in chosen[column]],
                     names=chosen["face_id"].tolist(), labels=chosen["identity"].str.strip().tolist(),
                     sha256=io.sha256_file(manifest), splits=tuple(splits))
+
+
+def _inside(path: str) -> bool:
+    """Whether a manifest's path stays inside the dataset folder: relative, without ``..``."""
+    p = PurePosixPath(path.replace("\\", "/"))
+    return not p.is_absolute() and ".." not in p.parts and not PureWindowsPath(path).drive
 
 
 def list_folder(root: str | Path, kind: Kind) -> FaceList:

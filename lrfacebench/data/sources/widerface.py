@@ -48,7 +48,15 @@ def scan(root: Path, opts: Options) -> Scan:
             raise LayoutError(f"WIDER FACE: expected {gt_file(split)} under {root} (official layout: "
                               "WIDER_{train,val}/images/<event>/<name>.jpg + wider_face_split/)")
         out.files.append(gt)
+        if gt.stat().st_size == 0:
+            raise LayoutError(f"WIDER FACE: {gt_file(split)} under {root} is empty")
+        first: dict[str, int] = {}
         for path_line, image, annots in _records(gt_file(split), gt, opts, out.problems):
+            if image in first:
+                out.problems.append(Problem(gt_file(split), str(path_line), f"{image} listed twice (first at line "
+                                            f"{first[image]}); this record is skipped"))
+                continue
+            first[image] = path_line
             path = root / f"WIDER_{split}" / "images" / image
             if not path.is_file():
                 out.problems.append(Problem(gt_file(split), str(path_line), f"missing image {rel(path, root)}"))
