@@ -44,11 +44,14 @@ def run(root: Path, device: str, workers: int, limit: int | None, overrides: lis
             "reduced": c.get("items_scales_reduced", 0)}
 
 
-def peak_rss_mb() -> tuple[float, float]:
-    """Peak resident memory so far (MB) of this process and of its finished worker processes."""
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)  # children: includes the
-    # photo maker's (small) and, with --workers > 1, the workers' peaks
+def peak_rss(workers: int) -> str:
+    """Peak resident memory so far of this process and, with worker processes, of the largest one
+    (RUSAGE_CHILDREN: a forked helper such as ``git`` counts the pages it shares with this process,
+    so that figure is only shown for ``--workers`` > 1)."""
+    own = f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
+    if workers > 1:
+        own += f", largest worker {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} MB"
+    return own
 
 
 _MAKE_PHOTO = """
@@ -93,7 +96,7 @@ def main() -> None:
         print(f"{name:>24}: {r['photos'] / r['wall_s']:.3f} photos/s, {r['kept'] / r['wall_s']:.2f} faces/s kept, "
               f"{r['candidates'] / r['wall_s']:.2f} candidates/s ({r['photos']} photos, {r['kept']} faces kept, "
               f"{r['wall_s']:.1f} s wall, {r['detect_s']:.1f} s in the detector, {r['too_large']} photo(s) too "
-              f"large, {r['reduced']} searched at fewer scales; peak RSS %.0f MB (workers %.0f MB))" % peak_rss_mb())
+              f"large, {r['reduced']} searched at fewer scales; {peak_rss(args.workers)})")
     if args.huge:
         shutil.rmtree(args.root, ignore_errors=True)
 

@@ -258,12 +258,13 @@ def test_helen_landmark_crops(tmp_path, sample_dir):
         text = name + "\n" + "".join(f"{x:.3f} , {y:.3f}\n" for x, y in pts)
         (root / "annotation").mkdir(exist_ok=True)
         (root / "annotation" / f"{k}.txt").write_text(text)
-    (root / "annotation" / "4.txt").write_text("1004_1\n1 , 2\nnot a point\n")
+    (root / "annotation" / "4.txt").write_text("1004_1\n1 , 2\nnot a point\ninf , 5\n3 , nan\n")
     m = get_source("helen")
     scan = m.scan(root, m.Options())
     assert [(it.source, it.split) for it in scan.items] == [("1003_1.jpg", ""), ("testset/1002_1.jpg", "test"),
                                                            ("trainset/1001_1.jpg", "train")]
     assert {p.file for p in scan.problems} == {"annotation/4.txt"}
+    assert sorted(p.line for p in scan.problems if "non-finite" in p.reason) == ["4", "5"]
     pts = np.round(pts, 3)
     (x1, y1), (x2, y2) = pts.min(0), pts.max(0)
     side, cx, cy = 1.45 * max(x2 - x1, y2 - y1), (x1 + x2) / 2, (y1 + y2) / 2 - 0.12 * 1.45 * max(x2 - x1, y2 - y1)

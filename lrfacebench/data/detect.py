@@ -82,10 +82,10 @@ class DetectorConfig:
     ``max_work_pixels``: the most up-sampled pixels (the sum over scales of W*H*s^2) one whole
     photo is searched with; a larger photo gets the reduced scale set of :func:`bounded_scales`,
     or none (the builder skips it). The default, 2^25 (33.5 M), searches a 1.5 MP photo at
-    (1, 2, 4), a 6 MP one at (1, 2), a 12 MP one at (1,) and skips a 48 MP one: at about 1-2.5 s
-    of CPU per million up-sampled pixels (docs/reliability.md), a photo costs a minute at most
-    instead of the 21 minutes a 48 MP photo took at x4. MTCNN's memory is bounded apart from it,
-    by the pixels per call (``_BATCH_PIXELS``) and the tiles.
+    (1, 2, 4), a 6 MP one at (1, 2), a 12 MP one at (1,) and skips a 48 MP one: at 2.5-3.5 s per
+    million up-sampled pixels on a shared 2-core CPU (docs/reliability.md), a photo costs about a
+    minute instead of the 21 minutes a 48 MP photo took at x4. MTCNN's memory is bounded apart
+    from it, by the pixels per call (``_BATCH_PIXELS``) and the tiles.
     ``device``: ``auto``, ``cpu``, ``cuda[:N]``.
     """
 
