@@ -126,11 +126,14 @@ def reference(tmp_path_factory, photos) -> Path:
     return out
 
 
+def _argv(photos: Path, out: Path) -> list[str]:
+    """``python -c MAIN build-dataset folder ...`` of the kill tests (``[3:]``: the CLI arguments)."""
+    return [sys.executable, "-c", "from lrfacebench.cli import main; main()", "build-dataset", "folder",
+            "--root", str(photos), "--out", str(out), "-o", "build.shard_size=1", *FAST]
+
+
 def _spawn(photos: Path, out: Path, *extra: str) -> subprocess.Popen:
-    code = "from lrfacebench.cli import main; main()"
-    argv = [sys.executable, "-c", code, "build-dataset", "folder", "--root", str(photos), "--out", str(out),
-            "-o", "build.shard_size=1", *FAST, *extra]
-    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    return subprocess.Popen([*_argv(photos, out), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
@@ -158,6 +161,33 @@ def test_kill_9_and_resume_equals_uninterrupted_build(tmp_path, photos, referenc
     assert not list(out.rglob("*.tmp"))
     ids = [r["face_id"] for r in read_csv(out / "manifest.csv")]
     assert len(ids) == len(set(ids)) >= 10
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sigint_at_a_random_moment_then_rerun_equals_uninterrupted_build(tmp_path, photos, reference, seed):
+    """Ctrl-C (SIGINT) at a seeded random moment of the build, then the same command again: the
+    same dataset as an uninterrupted build, and a one-line message instead of a traceback."""
+    import random
+
+    out = tmp_path / "out"
+    delay = random.Random(seed).uniform(0.0, 1.0)  # seconds after the first shard record (of 6)
+    proc = subprocess.Popen([*_argv(photos, out), "--workers", "2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    while not list((out / "shards").glob("s*.json")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(delay)
+    assert proc.poll() is None and len(list((out / "shards").glob("s*.json"))) < 6, "finished before the signal"
+    os.kill(proc.pid, signal.SIGINT)
+    output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 1 and "interrupted: run the same command again" in output, output
+    assert "Traceback" not in output, output
+    assert not (out / "manifest.csv").exists()  # really interrupted before the merge
+    cli(*_argv(photos, out)[3:])
+    assert tree_digest(out) == tree_digest(reference)
+    assert (out / "manifest.csv").read_bytes() == (reference / "manifest.csv").read_bytes()
+    assert not list(out.rglob("*.tmp"))
 
 
 def test_exclusions_apply_on_rerun_and_can_be_undone(tmp_path, photos, reference):

@@ -91,7 +91,11 @@ def build_dataset_command(source: str, root: Path | None, out: Path, workers: in
     if dry_run:
         click.echo(describe_build_plan(cfg, root))
         return
-    result = build(cfg, root, out, workers, shard, exclude, overwrite)
+    try:
+        result = build(cfg, root, out, workers, shard, exclude, overwrite)
+    except KeyboardInterrupt:
+        raise click.ClickException("interrupted: run the same command again to continue (finished shards "
+                                   "are kept)") from None
     if result is None:
         click.echo(f"shard job {shard_spec} finished its shards; the merge runs when the last job finishes "
                    f"(or run the command again without --shard). Output: {out}")
