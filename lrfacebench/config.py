@@ -130,7 +130,9 @@ def conforms(value: Any, typ: Any) -> bool:
 
 
 def _type_name(typ: Any) -> str:
-    return getattr(typ, "__name__", None) if get_origin(typ) is None else str(typ).replace("typing.", "")
+    """``float``, ``tuple[float, ...]``, ``str | None``: a type hint as written."""
+    name = getattr(typ, "__name__", None) if get_origin(typ) is None else None
+    return name or str(typ).replace("typing.", "")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

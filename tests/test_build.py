@@ -164,22 +164,25 @@ def test_kill_9_and_resume_equals_uninterrupted_build(tmp_path, photos, referenc
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1])
-def test_sigint_at_a_random_moment_then_rerun_equals_uninterrupted_build(tmp_path, photos, reference, seed):
-    """Ctrl-C (SIGINT) at a seeded random moment of the build, then the same command again: the
-    same dataset as an uninterrupted build, and a one-line message instead of a traceback."""
+@pytest.mark.parametrize("seed, to_group", [(0, False), (1, True)])
+def test_sigint_at_a_random_moment_then_rerun_equals_uninterrupted_build(tmp_path, photos, reference, seed,
+                                                                          to_group):
+    """Ctrl-C (SIGINT, to the command or, like a terminal, to its process group with the workers)
+    at a seeded random moment of the build, then the same command again: the same dataset as an
+    uninterrupted build, and a one-line message instead of a traceback."""
     import random
 
     out = tmp_path / "out"
     delay = random.Random(seed).uniform(0.0, 1.0)  # seconds after the first shard record (of 6)
     proc = subprocess.Popen([*_argv(photos, out), "--workers", "2"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            start_new_session=to_group)
     deadline = time.time() + 120
     while not list((out / "shards").glob("s*.json")) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     time.sleep(delay)
     assert proc.poll() is None and len(list((out / "shards").glob("s*.json"))) < 6, "finished before the signal"
-    os.kill(proc.pid, signal.SIGINT)
+    (os.killpg if to_group else os.kill)(proc.pid, signal.SIGINT)
     output = proc.communicate(timeout=60)[0]
     assert proc.returncode == 1 and "interrupted: run the same command again" in output, output
     assert "Traceback" not in output, output
