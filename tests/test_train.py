@@ -208,6 +208,17 @@ def test_stage_by_stage_equals_one_run(tmp_path, smoke_run):
         train(TINY, "smoke", out=tmp_path / "b", stage="nope", **opts)
 
 
+def test_a_last_stage_of_zero_iterations_still_exports_final(tmp_path):
+    """A run whose last stage has 0 iterations (e.g. CR's stage1_sr alone) is finished after the
+    stage before it: final.pt holds that stage's weights, and a resume has nothing to do."""
+    opts = dict(device="cpu", seed=3, overrides=["pretrain_iterations=3", "finetune_iterations=0"])
+    out = train(TINY, "smoke", out=tmp_path / "r", **opts)
+    assert [p.name for _, p in list_checkpoints(out)] == ["00_pretrain_done.pt"]
+    _assert_same_weights(_nets(out / "final.pt"), _nets(out / "checkpoints" / "00_pretrain_done.pt"))
+    train(TINY, out=out, device="cpu", resume=True)
+    _assert_same_weights(_nets(out / "final.pt"), _nets(out / "checkpoints" / "00_pretrain_done.pt"))
+
+
 def test_keep_stage_checkpoints_false_keeps_only_the_newest(tmp_path):
     out = train(TINY, "smoke", out=tmp_path / "r", device="cpu",
                 overrides=["pretrain_iterations=2", "finetune_iterations=2", "engine.keep_stage_checkpoints=false"])

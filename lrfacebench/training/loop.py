@@ -152,7 +152,10 @@ class Trainer:
             for si in range(start_index, last + 1):
                 elapsed = self._run_stage(method, stages[si], si, start_step if si == start_index else 0,
                                           feeder, engine, metrics, elapsed, device, ctx)
-        finished = not stages or checkpoint_path(out, len(stages) - 1, names[-1], None).is_file()
+        # finished when the last stage that trains anything has its done checkpoint (a stage of
+        # 0 iterations writes none)
+        trained = [i for i, st in enumerate(stages) if st.iterations > 0]
+        finished = not trained or checkpoint_path(out, trained[-1], names[trained[-1]], None).is_file()
         if ctx.is_main and finished:
             export_final(method, out / FINAL, self.spec.method)
             io.write_json(out / "parameters.json", method.parameter_counts())
