@@ -65,3 +65,25 @@ def test_the_payload_would_have_run_if_imported(payload):
     """The guard above is what keeps the marker away: importing the module writes it."""
     importlib.import_module(MODULE)
     assert payload.read_text() == "imported"
+
+
+def test_an_installed_plugin_registers_a_method_without_importing_it(payload, tmp_path, monkeypatch):
+    """An installed package's ``lrfacebench.methods`` entry points are registered (reading them
+    imports nothing); one shadowing a built-in or not of the form module:Class is ignored. Its
+    weights then load."""
+    from lrfacebench.methods import METHODS, _add_plugins
+    dist = tmp_path / "site" / "lrfb_plugin-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: lrfb-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(
+        f"[lrfacebench.methods]\nplugged = {MODULE}:X\nbicubic = {MODULE}:X\nbroken = {MODULE}\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    registry = dict(METHODS)
+    _add_plugins(registry)
+    assert registry["plugged"] == f"{MODULE}:X" and registry["bicubic"] == METHODS["bicubic"]
+    assert "broken" not in registry
+    assert not payload.exists() and MODULE not in sys.modules
+    monkeypatch.setattr("lrfacebench.methods.METHODS", registry)
+    monkeypatch.setattr("lrfacebench.runs.METHODS", registry)
+    method = load_method(_weights(tmp_path, "file", "plugged"))  # the user installed it: it may import
+    assert payload.exists() and type(method).__name__ == "Bicubic"

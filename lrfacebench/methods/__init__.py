@@ -1,13 +1,19 @@
 """Explicit method registry: name -> "module:Class", imported lazily (no import-time scanning).
 
-Adding a method is one new module plus one line here. :func:`resolve_method` also accepts
-``package.module:Class`` of any :class:`Method` subclass outside the registry, for a spec the
-user typed (``lrfb train package.module:Class``) only: names read from files (weights,
-checkpoints, run records) go through :func:`get_method`, which imports registered modules only.
+Adding a method is one new module plus one line here. A method of another installed package
+registers itself through the entry-point group ``lrfacebench.methods`` (``name =
+"package.module:Class"`` in that package's ``pyproject.toml``): installing the package is the
+explicit act that makes it loadable; reading the entry points imports nothing. Built-in names
+win over plug-ins. :func:`resolve_method` also accepts ``package.module:Class`` of any
+:class:`Method` subclass outside the registry, for a spec the user typed (``lrfb train
+package.module:Class``) only: names read from files (weights, checkpoints, run records) go
+through :func:`get_method`, which imports registered modules only.
 """
 from __future__ import annotations
 
 import importlib
+import logging
+from importlib.metadata import entry_points
 
 from lrfacebench.methods.base import Batch, Method, MethodConfig, Stage
 
@@ -21,6 +27,24 @@ METHODS: dict[str, str] = {
     "cyclegan": "lrfacebench.baselines.cyclegan:CycleGAN",
     "lrgan": "lrfacebench.baselines.lrgan:LRGAN",
 }
+PLUGIN_GROUP = "lrfacebench.methods"
+
+
+def _add_plugins(registry: dict[str, str]) -> None:
+    """Add the installed packages' ``lrfacebench.methods`` entry points (name -> "module:Class")
+    that do not shadow a built-in name; a malformed one is logged and left out."""
+    for ep in entry_points(group=PLUGIN_GROUP):
+        if ep.name in registry:
+            logging.getLogger(__name__).warning("plug-in method %r (%s) shadows a built-in; ignored",
+                                                ep.name, ep.value)
+        elif ep.value.count(":") == 1 and all(ep.value.split(":")):
+            registry[ep.name] = ep.value
+        else:
+            logging.getLogger(__name__).warning("plug-in method %r: %r is not 'module:Class'; ignored",
+                                                ep.name, ep.value)
+
+
+_add_plugins(METHODS)
 
 
 def get_method(name: str) -> type[Method]:
@@ -61,5 +85,5 @@ def describe_methods() -> list[str]:
     return lines
 
 
-__all__ = ["Batch", "Method", "MethodConfig", "Stage", "METHODS", "describe_methods", "get_method",
-           "resolve_method"]
+__all__ = ["Batch", "Method", "MethodConfig", "Stage", "METHODS", "PLUGIN_GROUP", "describe_methods",
+           "get_method", "resolve_method"]
