@@ -323,13 +323,19 @@ def test_config(case, area, photo):
     assert message in res.output and len(res.output.strip().splitlines()) == 1, res.output
 
 
-def test_a_refused_rerun_changes_nothing_already_written(area, photo):
+def built_folder(area: Path, photo) -> tuple[Path, Path, list[str]]:
+    """``area/in`` holding ``photo`` built into ``area/out``: (root, out, the build command)."""
     root = area / "in"
     root.mkdir()
     photo.save(root / "a.png")
     out = area / "out"
     base = ["build-dataset", "folder", "--root", str(root), "--out", str(out), *FAST]
     invoke(base, area, out, (0,))
+    return root, out, base
+
+
+def test_a_refused_rerun_changes_nothing_already_written(area, photo):
+    root, out, base = built_folder(area, photo)
     assert table(out / "manifest.csv")
     for extra in (["-o", "filters.min_avg_size=5"], ["-o", "filters.nope=1"], ["-o", "build.shard_size=0"]):
         invoke([*base, *extra], area, out, (1, 2))  # invoke() asserts that --out is unchanged
@@ -425,12 +431,7 @@ def test_manifest_paths_outside_the_dataset_are_skipped(area, photo, caplog):
 
 @pytest.mark.parametrize("kind", ["text", "csv"])
 def test_exclusion_list_with_parent_and_absolute_paths(kind, area, photo):
-    root = area / "in"
-    root.mkdir()
-    photo.save(root / "a.png")
-    out = area / "out"
-    base = ["build-dataset", "folder", "--root", str(root), "--out", str(out), *FAST]
-    invoke(base, area, out, (0,))
+    root, out, base = built_folder(area, photo)
     before = table(out / "manifest.csv")
     ex = area / f"exclude.{'txt' if kind == 'text' else 'csv'}"
     ex.write_text("../../etc/passwd\n/etc/passwd\n" if kind == "text" else
