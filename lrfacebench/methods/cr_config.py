@@ -57,7 +57,9 @@ class CRConfig(MethodConfig):
     centre_weight: float = 0.003
     centre_lr: float = 0.5
     # loss weights
-    lambda_gan: float = 0.2  # lambda of Eq. 6
+    # lambda of Eq. 6. On LR faces with known truth, Eq. 6's GAN term at 0.2 makes phi_cr add
+    # detail that is not the face's; at 0.02 phi_cr restores them (docs/cr.md, "CR on small data")
+    lambda_gan: float = 0.2
     # option: weight of Eq. 6's reconstruction term (the paper: 1). With mean reductions its
     # gradient on phi_cr is ~60x smaller than the GAN term's (measured: gn_* in metrics.csv)
     lambda_rec: float = 1.0
@@ -120,10 +122,10 @@ CR_PRESETS: dict[str, dict[str, Any]] = {
     # a real run on the embedded sample in about half an hour on 2 CPU cores, batch 16 as the
     # paper, fewer iterations; each option is measured on the sample (docs/cr.md, "CR on small data")
     "cpu": {"sr_iterations": 2000, "sr_lr": 5e-4, "sr_adv_weight": 0.0, "fr_iterations": 400,
-            "cc_iterations": 600, "joint_iterations": 600, "tilde_identity_l1": 10.0,
+            "cc_iterations": 600, "joint_iterations": 600, "tilde_noise": 2, "tilde_lowpass_l1": 10.0,
             "d_input": "zero_mean", "d_augment": ("translation", "cutout"), "cr_lowpass_l1": 10.0,
             "d_prime_input": "l2norm", "lambda_cr_gan": 0.003, "lambda_rec": 100.0,
-            "lambda_identity": 300.0, "grad_norm_every": 50},
+            "lambda_identity": 300.0, "lambda_gan": 0.02, "grad_norm_every": 50},
     # a whole `lrfb train cr` in a few seconds: every step of every stage runs twice
     "smoke": {"sr_iterations": 2, "fr_iterations": 2, "cc_iterations": 2,
               "joint_iterations": 2, "batch_size": 4, "fr_batch_size": 4},
