@@ -101,6 +101,20 @@ def write_png(path: str | Path, rgb: np.ndarray) -> str:
     return sha256_bytes(data)
 
 
+def write_png_folder(folder: str | Path, images: torch.Tensor) -> Path:
+    """``(N,3,S,S)`` uint8 images as ``folder/000000.png`` ... (face i in file i); returns ``folder``."""
+    folder = Path(folder)
+    for i, rgb in enumerate(images.permute(0, 2, 3, 1).numpy()):
+        write_png(folder / f"{i:06d}.png", np.ascontiguousarray(rgb))
+    return folder
+
+
+def read_png_folder(folder: str | Path) -> torch.Tensor:
+    """Inverse of :func:`write_png_folder`: ``(N,3,S,S)`` uint8."""
+    rgbs = [read_rgb(f) for f in sorted(Path(folder).glob("*.png"))]
+    return torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2).contiguous()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success fsync it and rename it over ``path``.

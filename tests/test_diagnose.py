@@ -21,9 +21,12 @@ from PIL import Image
 from lrfacebench import diagnose as dg
 from lrfacebench.diagnose import batchnorm, metrics_log, residuals
 from lrfacebench.diagnose.report import _render_metrics, render
-from lrfacebench.diagnose.faces import check_run, load_run_method
+from lrfacebench.diagnose.faces import check_run, load_diagnosis_faces, load_run_method
 from lrfacebench.cli import main
 from lrfacebench.data.faces import list_folder, list_sample, load_faces
+from lrfacebench.degrade import to_uint8
+from lrfacebench.io import write_png_folder
+from lrfacebench.metrics.fid import compute_fid, compute_kid
 from lrfacebench.metrics.residual import residual_stats
 from lrfacebench.runs import load_method
 from lrfacebench.training.loop import train
@@ -91,6 +94,29 @@ def test_phi_cr_residuals_are_finite_and_match_a_recomputation(cr_method, folder
     assert f"phi_cr(x_a) vs x_a RMS {res['artificial']['rms']:.4f}" in printed
     lr = report["lr_consistency"]
     assert lr["n"] == N_FACES and 0 < lr["mean"] < 1
+
+
+def test_table5_is_fid_and_kid_of_the_stored_faces_against_artificial_lr(cr_run, cr_method, folders, diagnosed,
+                                                                         tmp_path):
+    """Table 5's four numbers equal compute_fid / compute_kid of the genuine and the regulated test
+    faces, written as PNGs here, against DS of the reference faces."""
+    out, printed = diagnosed
+    t5 = json.loads((out / "diagnose.json").read_text())["table5"]
+    faces = load_diagnosis_faces(cr_run, folders["genuine"], folders["reference"])
+    with torch.no_grad():
+        regulated = cr_method.regulate(faces.genuine_test)
+    sets = {k: write_png_folder(tmp_path / k, to_uint8(v))
+            for k, v in (("genuine", faces.genuine_test), ("regulated", regulated), ("artificial", faces.artificial))}
+    for name in ("genuine", "regulated"):
+        assert t5[name]["fid"] == pytest.approx(compute_fid(sets[name], sets["artificial"], use_cache=False).value,
+                                                rel=1e-5)
+        assert t5[name]["kid"] == pytest.approx(compute_kid(sets[name], sets["artificial"], use_cache=False).value,
+                                                rel=1e-5, abs=1e-7)
+    assert t5["regulated"]["fid"] != t5["genuine"]["fid"]  # phi_cr changed the faces
+    assert t5["regulated_closer"]["fid"] == (t5["regulated"]["fid"] < t5["genuine"]["fid"])
+    assert t5["n_genuine"] == t5["n_artificial"] == N_FACES
+    verdict = "closer" if t5["regulated_closer"]["fid"] else "NOT closer"
+    assert f"regulated faces are {verdict} by FID" in printed
 
 
 def test_batch_norm_gaps_name_the_layers_and_leave_the_nets_alone(cr_method, diagnosed):
@@ -176,7 +202,7 @@ def test_a_run_without_phi_cr_gets_lr_and_sr_only(tmp_path, folders):
     assert report["phi_cr_residual"] is None
     bn = report["batch_norm"]["sr"]
     assert bn["input"] == "genuine_test [0,1]" and [x["layer"] for x in bn["layers"]] == ["1"]
-    assert "not applicable" in render(report)
+    assert report["table5"] is None and "Table 5: not applicable" in render(report)
     with Image.open(tmp_path / "diag" / "residuals.png") as im:
         assert im.size == (2 * 66 + 2, 14 + 16 * 66 + 2)
 

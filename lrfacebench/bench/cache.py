@@ -15,7 +15,7 @@ from lrfacebench import io
 from lrfacebench.bench.data import TestSet
 from lrfacebench.bench.provenance import RunKey, TrainedRuns
 from lrfacebench.degrade import downsample, to_uint8
-from lrfacebench.pixels import quantise, rgbs_to_uint8, to_unit_float, uint8_to_rgb
+from lrfacebench.pixels import quantise, to_unit_float
 
 
 def lr_input(test: TestSet) -> torch.Tensor:
@@ -25,17 +25,6 @@ def lr_input(test: TestSet) -> torch.Tensor:
         return to_unit_float(test.lr.images)
     x = to_unit_float(test.faces.images)
     return quantise(downsample(x)) if test.role == "artificial" else x
-
-
-def write_pngs(folder: Path, images: torch.Tensor) -> None:
-    """``(N,3,S,S)`` uint8 images as ``folder/000000.png`` ..."""
-    for i, rgb in enumerate(uint8_to_rgb(images)):
-        io.write_png(folder / f"{i:06d}.png", rgb)
-
-
-def read_pngs(folder: Path) -> torch.Tensor:
-    """Inverse of :func:`write_pngs`: ``(N,3,S,S)`` uint8."""
-    return rgbs_to_uint8([io.read_rgb(f) for f in sorted(folder.glob("*.png"))])
 
 
 class OutputCache:
@@ -55,10 +44,10 @@ class OutputCache:
         marker = folder / "_complete.json"
         produced_by = self.runs.checkpoint(key) or key.method
         if marker.is_file() and io.read_json(marker).get("provenance") == produced_by:
-            images = read_pngs(folder)
+            images = io.read_png_folder(folder)
         else:
             images = self._compute(key, test, what)
-            write_pngs(folder, images)
+            io.write_png_folder(folder, images)
             io.write_json(marker, {"n": len(images), "test_set": test.name, "test_sha256": test.sha256,
                                    "provenance": produced_by})
         self._memory[memory_key] = result = to_unit_float(images)
@@ -86,6 +75,6 @@ class OutputCache:
         folder = self.data_dir / name
         marker = folder / "_complete.json"
         if not marker.is_file():
-            write_pngs(folder, images)
+            io.write_png_folder(folder, images)
             io.write_json(marker, {"n": len(images)})
         return folder

@@ -13,13 +13,15 @@ For the newest checkpoint of RUN (every net; ``final.pt``'s deployed nets if the
    batch of :data:`.batchnorm.BN_FACES` typical inputs.
 4. ``metrics.csv``: first/last/tail-mean/min/max of every logged name per stage, and the
    spec's loss-scale check (one ``gn_*`` gradient norm > 100x another in a stage).
-5. ``residuals.png``: genuine and artificial faces, phi_cr(x), the residual and the mean
+5. CR only: Table 5's direction, FID and KID of the genuine test faces and of phi_cr(x) against
+   the artificial faces (:mod:`.regulation`).
+6. ``residuals.png``: genuine and artificial faces, phi_cr(x), the residual and the mean
    residual (the fixed pattern), both amplified (LR | SR for methods without phi_cr).
 
 Writes ``diagnose.json`` (every number) and ``residuals.png`` into ``--out`` (RUN/diagnose).
 
-Modules: :mod:`.faces` (the run and its faces), :mod:`.residuals` (1, 2, 5), :mod:`.batchnorm` (3),
-:mod:`.metrics_log` (4), :mod:`.report` (the printed report).
+Modules: :mod:`.faces` (the run and its faces), :mod:`.residuals` (1, 2, 6), :mod:`.batchnorm` (3),
+:mod:`.metrics_log` (4), :mod:`.regulation` (5), :mod:`.report` (the printed report).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from lrfacebench import io
 from lrfacebench.diagnose.batchnorm import bn_report
 from lrfacebench.diagnose.faces import check_run, load_diagnosis_faces, load_run_method
 from lrfacebench.diagnose.metrics_log import metrics_summary
+from lrfacebench.diagnose.regulation import regulation_report
 from lrfacebench.diagnose.residuals import lr_consistency_report, phi_cr_residuals, residual_grid
 from lrfacebench.runs import FINAL
 
@@ -50,7 +53,8 @@ def diagnose(run: Path, genuine: Path | None = None, reference: Path | None = No
               "phi_cr_residual": phi_cr_residuals(method, faces),
               "lr_consistency": lr_consistency_report(method, faces),
               "batch_norm": bn_report(method, faces),
-              "metrics": metrics_summary(run / "metrics.csv", list(method.nets))}
+              "metrics": metrics_summary(run / "metrics.csv", list(method.nets)),
+              "table5": regulation_report(method, faces, device)}
     report["faces"]["artificial"] = {"source": "to_uint8(DS(hr))", "n": len(faces.artificial)}
     if out is not None:
         io.write_png(out / "residuals.png", residual_grid(method, faces))

@@ -25,6 +25,19 @@ def _render_residuals(res: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _render_table5(t5: dict[str, Any] | None) -> list[str]:
+    if t5 is None:
+        return ["Table 5: not applicable (the method has no phi_cr)"]
+    def closer(m: str) -> str:
+        return "closer" if t5["regulated_closer"][m] else "NOT closer"
+    return [f"Table 5: distance to artificial LR (DS of {t5['n_artificial']} HR test faces), "
+            f"{t5['n_genuine']} genuine test faces; point values",
+            f"  {'':<22} {'FID':>9} {'KID':>9}",
+            f"  {'G-LR x':<22} {t5['genuine']['fid']:>9.2f} {t5['genuine']['kid']:>9.4f}",
+            f"  {'R-LR phi_cr(x)':<22} {t5['regulated']['fid']:>9.2f} {t5['regulated']['kid']:>9.4f}",
+            f"  regulated faces are {closer('fid')} by FID, {closer('kid')} by KID"]
+
+
 def _render_bn(bn: dict[str, dict[str, Any]]) -> list[str]:
     lines = ["batch norm: input batch statistics vs running statistics, channel means "
              "(train mode | eval mode)",
@@ -74,7 +87,7 @@ def render(report: dict[str, Any]) -> str:
              f"weights {report['weights']}",
              f"faces: {faces}", "", *_render_residuals(report["phi_cr_residual"]), "",
              f"LR consistency mean |DS(SR) - x| on genuine test faces, [0,1] units: {lr['mean']:.4f} "
-             f"({lr['n']} faces)", "",
+             f"({lr['n']} faces)", "", *_render_table5(report.get("table5")), "",
              *_render_bn(report["batch_norm"]), "", *_render_metrics(report["metrics"])]
     if "files" in report:
         lines += ["", f"wrote {report['files']['json']} and {report['files']['png']}"]
