@@ -164,28 +164,43 @@ def test_kill_9_and_resume_equals_uninterrupted_build(tmp_path, photos, referenc
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed, to_group", [(0, False), (1, True)])
+@pytest.mark.parametrize("seed, to_group, moment", [(0, False, "build"), (1, True, "build"), (2, True, "startup")])
 def test_sigint_at_a_random_moment_then_rerun_equals_uninterrupted_build(tmp_path, photos, reference, seed,
-                                                                          to_group):
+                                                                          to_group, moment):
     """Ctrl-C (SIGINT, to the command or, like a terminal, to its process group with the workers)
-    at a seeded random moment of the build, then the same command again: the same dataset as an
-    uninterrupted build, and a one-line message instead of a traceback."""
+    at a seeded random moment of the build (or of the start, while torch is imported), then the
+    same command again: the same dataset as an uninterrupted build, and a one-line message
+    instead of a traceback (or a crash of half-imported torch)."""
     import random
 
     out = tmp_path / "out"
-    delay = random.Random(seed).uniform(0.0, 1.0)  # seconds after the first shard record (of 6)
-    proc = subprocess.Popen([*_argv(photos, out), "--workers", "2"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                            start_new_session=to_group)
-    deadline = time.time() + 120
-    while not list((out / "shards").glob("s*.json")) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    time.sleep(delay)
-    assert proc.poll() is None and len(list((out / "shards").glob("s*.json"))) < 6, "finished before the signal"
+    # Every shard takes at least PACE_S (the workers run paced_run_shard), so however fast the
+    # machine, 2 of the 3 rounds of 2 shards are still to come when the first record appears.
+    (tmp_path / "paced.py").write_text(
+        "import time\nfrom lrfacebench.data import worker\nPACE_S = 0.4\n"
+        "def paced_run_shard(job, progress=None):\n    time.sleep(PACE_S)\n"
+        "    return worker.run_shard(job, progress)\n")
+    argv = _argv(photos, out)
+    if moment == "build":  # (paced imports torch: at startup the CLI must do it)
+        argv[2] = "import paced, lrfacebench.data.build as b; b.run_shard = paced.paced_run_shard; " + argv[2]
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    rng = random.Random(seed)
+    proc = subprocess.Popen([*argv, "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env, start_new_session=to_group)
+    if moment == "startup":
+        time.sleep(rng.uniform(0.3, 1.5))  # seconds after the launch: torch is being imported, or just was
+    else:
+        deadline = time.time() + 120
+        while not list((out / "shards").glob("s*.json")) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.6))  # seconds after the first shard record (of 6)
+        assert proc.poll() is None and len(list((out / "shards").glob("s*.json"))) < 6, "finished before the signal"
     (os.killpg if to_group else os.kill)(proc.pid, signal.SIGINT)
     output = proc.communicate(timeout=60)[0]
-    assert proc.returncode == 1 and "interrupted: run the same command again" in output, output
-    assert "Traceback" not in output, output
+    expected = ("Aborted!", "interrupted: run the same command again")[moment == "build":]
+    assert proc.returncode == 1 and any(e in output for e in expected), output
+    assert "Traceback" not in output and "Error:" not in output.replace("Error: interrupted", ""), output
     assert not (out / "manifest.csv").exists()  # really interrupted before the merge
     cli(*_argv(photos, out)[3:])
     assert tree_digest(out) == tree_digest(reference)

@@ -7,6 +7,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import signal
+import sys
+import threading
+from typing import Any, Sequence
 
 import click
 
@@ -29,8 +33,26 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# Commands whose bodies import torch: ``main`` imports it first with Ctrl-C held back (see there).
+TORCH_COMMANDS = frozenset({"build-dataset", "train", "sr", "evaluate", "benchmark", "doctor", "diagnose"})
+
+
 class LazyGroup(click.Group):
     """A group whose commands are imported from :data:`COMMANDS` only when one is run or asked for."""
+
+    def main(self, args: Sequence[str] | None = None, *rest: Any, **kwargs: Any) -> Any:
+        """Click's ``main``, after importing torch when the command line runs a command that needs it.
+
+        Ctrl-C in the middle of ``import torch`` leaves its C extensions half initialised, and the
+        process then dies of a segfault or an unrelated RuntimeError. So a SIGINT during that import
+        is held back and acted on when the import is done: the usual one-line ``Aborted!``.
+        """
+        argv = list(sys.argv[1:] if args is None else args)
+        if TORCH_COMMANDS & set(argv) and not {"-h", "--help", "--version"} & set(argv):
+            if _import_torch_holding_sigint():
+                click.echo("Aborted!", err=True)
+                sys.exit(1)
+        return super().main(args, *rest, **kwargs)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return [name for name, (target, _) in COMMANDS.items() if _importable(target)]
@@ -45,6 +67,19 @@ class LazyGroup(click.Group):
         rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
+
+
+def _import_torch_holding_sigint() -> bool:
+    """Import torch with SIGINT recorded instead of raised; True when one arrived meanwhile."""
+    if "torch" in sys.modules or threading.current_thread() is not threading.main_thread():
+        return False  # imported already, or signals cannot be changed from this thread
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        importlib.import_module("torch")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return bool(received)
 
 
 def _importable(target: str) -> bool:
