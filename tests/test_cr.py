@@ -18,7 +18,7 @@ from lrfacebench.methods import get_method
 from lrfacebench.methods.base import Batch
 from lrfacebench.methods.cr import CR, TRAINED_NETS
 from lrfacebench.methods.cr_config import PAPER_ITERATIONS
-from lrfacebench.nn.losses import bce_fake
+from lrfacebench.nn.losses import bce_fake, common_highband_energy
 
 B = 4  # faces per stream: keeps every test fast on 2 CPU cores
 
@@ -423,6 +423,29 @@ def test_small_data_options(real):
     for key, value in (("d_input", "grey"), ("d_augment", ("colour",))):
         with pytest.raises(ValueError, match=key):
             make(n_ids, **{key: value})
+
+
+def test_common_highband_option(real):
+    """cr_common_hp: the energy of the batch's shared residual above the 4x4 low pass, in L_cr,
+    reaching phi_cr only; one texture added to every real face is penalised, a colour shift or
+    a different texture per face much less."""
+    batch, n_ids = real
+    x_a, x_g = pm(batch.lr_artificial), pm(batch.lr_genuine)
+    gen = torch.Generator().manual_seed(0)
+    texture = torch.randn(1, 3, 16, 16, generator=gen) * 0.05
+    per_face = torch.randn(x_g.shape, generator=gen) * 0.05
+    shared, independent = common_highband_energy(texture.expand_as(x_g)), common_highband_energy(per_face)
+    assert shared > 0.5 * 0.05 ** 2 and independent < 2 * shared / len(x_g)  # ~1/N of it for N faces
+    assert common_highband_energy(torch.full_like(x_g, 0.2)) < 1e-12  # brightness shift: free
+    cr = make(n_ids, cr_common_hp=50.0)
+    cr.enter_stage("stage1_cc")
+    cr.nets["phi_cr"].tail.weight.data.normal_(0, 0.1)  # away from the identity
+    r = cr.nets["phi_cr"](x_g)
+    t = cr.cr_losses(x_a, x_g, r)
+    assert torch.allclose(t["L_cr_common"], common_highband_energy(r - x_g)) and t["L_cr_common"] > 0
+    assert torch.allclose(t["L_cr"], t["L_cr_rec"] + 0.2 * t["L_gan"] + 50.0 * t["L_cr_common"])
+    assert grads_reach(cr, t["L_cr_common"]) == {"phi_cr"}
+    assert "L_cr_common" not in make(n_ids).cr_losses(x_a, x_g, r)
 
 
 def test_tilde_noise_option(real):

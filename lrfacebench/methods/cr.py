@@ -250,7 +250,7 @@ class CR(CRLosses, Method):
         # Eq. 6, phi_cr step
         cr = self.cr_losses(x_a, x_g, r)
         weights = {"L_cr_rec": c.lambda_rec, "L_gan": c.lambda_gan, "L_cr_lowpass": c.cr_lowpass_l1,
-                   "L_cr_identity": c.lambda_identity}
+                   "L_cr_identity": c.lambda_identity, "L_cr_common": c.cr_common_hp}
         self._measure_grads(step, {k: w * cr[k] for k, w in weights.items() if k in cr}, "phi_cr")
         self._update("phi_cr", cr["L_cr"])
         return {**out, "L_D": l_d.item(), "acc_D": acc, **_floats(cr), **self._grad_norms}

@@ -84,6 +84,10 @@ class CRConfig(MethodConfig):
     # and not colour or layout (the frequency separation of Fritsche et al., ICCVW 2019)
     d_augment: tuple[str, ...] = ()  # DiffAugment policy for D and D~ inputs (nn.augment)
     cr_lowpass_l1: float = 0.0  # weight of L1(pool4(phi_cr(x_g)), pool4(x_g)) added to L_cr
+    # weight of the energy of the batch-mean residual mean_b(phi_cr(x_g) - x_g) above the 4x4
+    # low pass, added to L_cr: a restoration depends on the face, one texture painted on every
+    # face does not (issue 14's "fixed pattern"); the low band (colour, brightness) stays free
+    cr_common_hp: float = 0.0
     # resolutions of the paper's ambiguities (methods.md §1.5)
     gan_form: str = "non_saturating"  # or "saturating"
     cr_grad_into_phi_cr: str = "input_path"  # or "none"

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from lrfacebench.degrade import downsample
 from lrfacebench.nn.augment import diff_augment
-from lrfacebench.nn.losses import bce_fake, bce_real, disc_accuracy, no_param_grad
+from lrfacebench.nn.losses import bce_fake, bce_real, common_highband_energy, disc_accuracy, no_param_grad
 from lrfacebench.nn.sngan import real_fake_logits
 
 # The spectral-norm discriminators: they see inputs through the small-data options and judge
@@ -101,7 +101,8 @@ class CRLosses:
         ``L_gan = bce(D(r),1)`` (Eq. 3, generator side), ``L_cr = lambda_rec L_cr_rec + lambda L_gan``
         (``lambda_rec`` 1 in the paper);
         with ``cr_lowpass_l1 > 0`` also ``L_cr_lowpass = l1(pool4(r), pool4(x_g))`` (4x4 average
-        pools: the coarse colour and layout of x_g) at that weight. Only phi_cr gets gradients."""
+        pools: the coarse colour and layout of x_g) at that weight; with ``cr_common_hp > 0`` also
+        ``L_cr_common`` = :func:`common_highband_energy` of ``r - x_g``. Only phi_cr gets gradients."""
         c = self.config
         rec = F.mse_loss(self.nets["phi_cr"](self._pseudo_genuine(x_a)), x_a)
         with no_param_grad(self.nets["D"]):
@@ -113,6 +114,9 @@ class CRLosses:
         if c.cr_lowpass_l1 > 0:
             terms["L_cr_lowpass"] = F.l1_loss(F.avg_pool2d(r, 4), F.avg_pool2d(x_g, 4))
             terms["L_cr"] = terms["L_cr"] + c.cr_lowpass_l1 * terms["L_cr_lowpass"]
+        if c.cr_common_hp > 0:
+            terms["L_cr_common"] = common_highband_energy(r - x_g)
+            terms["L_cr"] = terms["L_cr"] + c.cr_common_hp * terms["L_cr_common"]
         return terms
 
     def _fr_features(self, img: torch.Tensor) -> torch.Tensor:

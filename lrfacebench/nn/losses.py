@@ -65,3 +65,15 @@ def no_param_grad(*modules: nn.Module) -> Iterator[None]:
     finally:
         for p, flag in saved:
             p.requires_grad_(flag)
+
+
+def common_highband_energy(residual: torch.Tensor, pool: int = 4) -> torch.Tensor:
+    """Energy of what a batch of residuals shares above a ``pool`` x ``pool`` low pass.
+
+    ``residual``: ``(N,C,H,W)``, H and W multiples of ``pool``. ``m`` = the mean over the batch
+    ``(1,C,H,W)``; returns ``mean((m - up(avgpool(m)))^2)``, a scalar: 0 when the residuals
+    share no pattern finer than the pool (a common colour or brightness shift is free).
+    """
+    m = residual.mean(dim=0, keepdim=True)
+    low = F.interpolate(F.avg_pool2d(m, pool), scale_factor=pool, mode="nearest")
+    return (m - low).pow(2).mean()
