@@ -14,7 +14,8 @@ resident memory of the build process and of its largest worker (``ru_maxrss``), 
 of the P-Net FLOP floor achieved: the P-Net FLOPs of the pyramid levels the setting searches,
 counted from P-Net's layer shapes (``cascade.pnet_flops``), at the conv speed measured in the same
 run (a 16->32 3x3 convolution, P-Net's largest layer, timed in this process), divided by the
-detector's time. ``x4 floor`` uses the FLOPs of one x4 pyramid of every photo instead (the
+detector's time per process (the time summed over the shards, divided by the processes that
+ran at once). ``x4 floor`` uses the FLOPs of one x4 pyramid of every photo instead (the
 floor issue 19 states), the same for both settings.
 
     python benchmarks/bench_build.py --workers 2              # sample scenes, both settings, CPU
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import shutil
 import subprocess
@@ -55,7 +57,8 @@ def run(root: Path, device: str, workers: int, limit: int | None, overrides: lis
     c = stats["counts"]
     # RUSAGE_CHILDREN: a forked helper such as ``git`` counts the pages it shares with this
     # process, so the worker figure only means something with worker processes
-    return {"photos": c["items_read"], "kept": c["kept"], "wall_s": wall,
+    procs = min(max(1, workers), math.ceil(c["items"] / cfg.build.shard_size))  # processes detecting at once
+    return {"photos": c["items_read"], "kept": c["kept"], "wall_s": wall, "procs": procs,
             "detect_s": stats["timings"].get("detect_s", 0.0), "too_large": c.get("items_too_large", 0),
             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "worker_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
@@ -168,10 +171,11 @@ def main() -> None:
         overrides = SETTINGS[name] + args.overrides
         mp, searched, x4 = pnet_work(args.root, args.limit, overrides)
         r = rows[name] = child(args, overrides)
-        det = max(r["detect_s"], 1e-9)
+        det = max(r["detect_s"], 1e-9) / r["procs"]  # detector seconds per process running at once
         print(f"{name:>9}: {r['photos'] / r['wall_s']:.3f} photos/s, {mp / r['wall_s']:.3f} MP/s, "
               f"{r['kept'] / r['wall_s']:.2f} faces/s kept ({r['photos']} photos, {mp:.2f} MP, {r['kept']} faces, "
-              f"{r['wall_s']:.1f} s wall, {r['detect_s']:.1f} s in the detector, {r['too_large']} too large); "
+              f"{r['wall_s']:.1f} s wall, {r['detect_s']:.1f} s in the detector over {r['procs']} process(es), "
+              f"{r['too_large']} too large); "
               f"P-Net {searched / 1e12:.3f} TFLOP searched = {searched / speed:.1f} s at the conv speed, "
               f"{searched / speed / det:.2f} of that floor; x4 floor {x4 / 1e12:.3f} TFLOP, "
               f"{x4 / speed / det:.2f} of it; peak RSS {r['rss_mb']:.0f} MB, "
