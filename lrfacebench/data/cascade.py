@@ -231,13 +231,7 @@ class Cascade:
         b, reg, marks = c.boxes[keep], reg[keep].double(), marks[keep].double()
         wh = (b[:, 2:] - b[:, :2])[:, None, :]
         points = b[:, None, :2] + wh * torch.stack([marks[:, :5], marks[:, 5:]], 2)
-        # facenet-pytorch reports a box's left and top edges one up-sampled pixel inside what its
-        # networks saw (1-based pixel indices); so does this, so that face sizes (2 % more
-        # otherwise), the size filter and the boxes' IoU with annotations stay as they were
-        inset = torch.stack([1 / sources[i].scale[:2] for i in c.region[keep].tolist()]) if len(keep) else 0
-        boxes = _regress(b, reg) + torch.cat([inset * torch.ones(len(keep), 2, dtype=torch.float64),
-                                              torch.zeros(len(keep), 2, dtype=torch.float64)], 1)
-        c = Candidates(boxes, prob[keep, 1].double(), c.region[keep], points)
+        c = Candidates(_regress(b, reg), prob[keep, 1].double(), c.region[keep], points)
         return c.take(nms_min(c.boxes, c.scores, c.region, 0.7))
 
 
