@@ -1,20 +1,33 @@
-"""Throughput of ``lrfb build-dataset`` at the default (LR-PIPA) settings: photos/s and faces/s.
+"""Throughput of ``lrfb build-dataset`` at the default (LR-PIPA) settings, the former detector
+search beside today's, in one run.
 
-Builds the ``folder`` recipe (MTCNN at x1-x4, all filters) over real photos -- by default the
-embedded sample's 13 scenes (nine 500 px PASCAL VOC photos, four 1024 px crowd photos) -- into a
-temporary folder, on the CPU and, when available, on CUDA, and prints one line per device with
-the wall time and the peak resident memory (``resource.getrusage`` ru_maxrss of this process and
-of its worker processes: the peak so far, so run one device per process for a clean figure).
+Builds the ``folder`` recipe (MTCNN searching x1-x4, all filters) over real photos -- by default
+the embedded sample's 13 scenes (nine 500 px PASCAL VOC photos, two 1024 px crowd photos, two
+WIDER FACE photos) -- into a temporary folder, once per detector setting, each in a fresh
+process so that its peak memory is its own:
 
-    python benchmarks/bench_build.py                    # sample scenes, CPU (+ CUDA if present)
-    python benchmarks/bench_build.py --root PHOTOS --workers 2 --limit 50
-    python benchmarks/bench_build.py --huge 8000x6000 --cpu-only   # one 48 MP photo (a sample
+* ``pyramid``: today's default (``detector.schedule = "pyramid"``, P-Net threshold 0.7);
+* ``per_scale``: the former search (``detector.schedule=per_scale``, thresholds 0.8, 0.7, 0.6).
+
+For each it prints photos/s, megapixels/s, faces kept/s, the wall and detector time, the peak
+resident memory of the build process and of its largest worker (``ru_maxrss``), and the fraction
+of the P-Net FLOP floor achieved: the P-Net FLOPs of the pyramid levels the setting searches,
+counted from P-Net's layer shapes (``cascade.pnet_flops``), at the conv speed measured in the same
+run (a 16->32 3x3 convolution, P-Net's largest layer, timed in this process), divided by the
+detector's time per process (the time summed over the shards, divided by the processes that
+ran at once). ``x4 floor`` uses the FLOPs of one x4 pyramid of every photo instead (the
+floor issue 19 states), the same for both settings.
+
+    python benchmarks/bench_build.py --workers 2              # sample scenes, both settings, CPU
+    python benchmarks/bench_build.py --settings pyramid --root PHOTOS --workers 2 --limit 50
+    python benchmarks/bench_build.py --huge 8000x6000 --settings pyramid  # one 48 MP photo (a sample
                                                         # crowd photo enlarged): detector.max_work_pixels
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import shutil
 import subprocess
@@ -23,8 +36,11 @@ import tempfile
 import time
 from pathlib import Path
 
+SETTINGS = {"pyramid": [], "per_scale": ["detector.schedule=per_scale", "detector.thresholds=[0.8, 0.7, 0.6]"]}
+
 
 def run(root: Path, device: str, workers: int, limit: int | None, overrides: list[str]) -> dict[str, float]:
+    """One build in this process; its counts, times and peak RSS (MB, this process / largest worker)."""
     from lrfacebench.data.build import build
     from lrfacebench.data.recipe import resolve_config
 
@@ -39,19 +55,62 @@ def run(root: Path, device: str, workers: int, limit: int | None, overrides: lis
         shutil.rmtree(out.parent, ignore_errors=True)
     assert result is not None
     c = stats["counts"]
-    return {"photos": c["items_read"], "candidates": c["candidates"], "kept": c["kept"], "wall_s": wall,
+    # RUSAGE_CHILDREN: a forked helper such as ``git`` counts the pages it shares with this
+    # process, so the worker figure only means something with worker processes
+    procs = min(max(1, workers), math.ceil(c["items"] / cfg.build.shard_size))  # processes detecting at once
+    return {"photos": c["items_read"], "kept": c["kept"], "wall_s": wall, "procs": procs,
             "detect_s": stats["timings"].get("detect_s", 0.0), "too_large": c.get("items_too_large", 0),
-            "reduced": c.get("items_scales_reduced", 0)}
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "worker_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
 
 
-def peak_rss(workers: int) -> str:
-    """Peak resident memory so far of this process and, with worker processes, of the largest one
-    (RUSAGE_CHILDREN: a forked helper such as ``git`` counts the pages it shares with this process,
-    so that figure is only shown for ``--workers`` > 1)."""
-    own = f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
-    if workers > 1:
-        own += f", largest worker {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} MB"
-    return own
+def pnet_work(root: Path, limit: int | None, overrides: list[str]) -> tuple[float, float, float]:
+    """(megapixels, P-Net FLOPs of the levels this setting searches, FLOPs of one x4 pyramid) of
+    the photos below ``root`` (the first ``limit``), from their sizes and the recipe's detector."""
+    from facenet_pytorch.models.mtcnn import PNet
+
+    from lrfacebench.data.cascade import level_scales, level_size, pnet_flops
+    from lrfacebench.data.detect import bounded_scales
+    from lrfacebench.data.recipe import resolve_config
+    from lrfacebench.io import list_images, open_image
+
+    cfg = resolve_config("folder", None, overrides, limit, "cpu")
+    d, smallest = cfg.detector, cfg.filters.min_avg_size
+    pnet = PNet(pretrained=False)
+    mp = searched = x4 = 0.0
+
+    def pyramid(w: int, h: int, top: float, small: float) -> float:
+        return sum(pnet_flops(pnet, *level_size((0, 0, w, h), s)[::-1])
+                   for s in level_scales(w, h, top, d.min_face_size, d.factor, small))
+
+    for path in list_images(root)[:limit]:
+        with open_image(path) as im:
+            w, h = im.size
+        mp += w * h / 1e6
+        scales = bounded_scales(w, h, d, smallest)
+        x4 += pyramid(w, h, max(d.scales), 0.0)
+        if not scales:
+            continue
+        searched += (pyramid(w, h, max(scales), smallest) if d.schedule == "pyramid"
+                     else sum(pyramid(w, h, s, 0.0) for s in scales))
+    return mp, searched, x4
+
+
+def conv_speed() -> float:
+    """FLOP/s of a 16->32 3x3 convolution (P-Net's conv3) on a 1024x1024 map, best of 5."""
+    import torch
+    import torch.nn.functional as F
+
+    x, w = torch.randn(1, 16, 1024, 1024).contiguous(memory_format=torch.channels_last), torch.randn(32, 16, 3, 3)
+    flops = 2 * 1022 * 1022 * 32 * 16 * 9
+    best = float("inf")
+    with torch.inference_mode():
+        F.conv2d(x, w)
+        for _ in range(5):
+            t = time.perf_counter()
+            F.conv2d(x, w)
+            best = min(best, time.perf_counter() - t)
+    return flops / best
 
 
 _MAKE_PHOTO = """
@@ -72,6 +131,16 @@ def huge_photo(size: str) -> Path:
     return root
 
 
+def child(args: argparse.Namespace, overrides: list[str]) -> dict[str, float]:
+    """:func:`run` in a fresh process (so that its peak RSS is its own)."""
+    cmd = [sys.executable, __file__, "--child", "--root", str(args.root), "--workers", str(args.workers),
+           "--device", args.device, *(["--limit", str(args.limit)] if args.limit else [])]
+    for o in overrides:
+        cmd += ["-o", o]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def main() -> None:
     import torch
 
@@ -81,22 +150,40 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=default_root() / "scenes", help="folder of photos")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--limit", type=int, default=None, help="first N photos only")
-    ap.add_argument("-o", "--set", dest="overrides", action="append", default=[], help="recipe override KEY=VALUE")
+    ap.add_argument("-o", "--set", dest="overrides", action="append", default=[],
+                    help="recipe override KEY=VALUE, for every setting")
+    ap.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     ap.add_argument("--huge", metavar="WxH", help="build one photo of this size instead of --root")
-    ap.add_argument("--cpu-only", action="store_true", help="skip CUDA even when present")
+    ap.add_argument("--device", default="cpu", help="detector device (cpu, cuda, auto)")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        print(json.dumps(run(args.root, args.device, args.workers, args.limit, args.overrides)))
+        return
     if args.huge:
         args.root = huge_photo(args.huge)
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and not args.cpu_only else [])
+    speed = conv_speed()
     print(f"build throughput, folder recipe (LR-PIPA defaults), {args.root}, workers={args.workers}, "
-          f"torch threads={torch.get_num_threads()}")
-    for dev in devices:
-        r = run(args.root, dev, args.workers, args.limit, args.overrides)
-        name = torch.cuda.get_device_name(0) if dev == "cuda" else "cpu"
-        print(f"{name:>24}: {r['photos'] / r['wall_s']:.3f} photos/s, {r['kept'] / r['wall_s']:.2f} faces/s kept, "
-              f"{r['candidates'] / r['wall_s']:.2f} candidates/s ({r['photos']} photos, {r['kept']} faces kept, "
-              f"{r['wall_s']:.1f} s wall, {r['detect_s']:.1f} s in the detector, {r['too_large']} photo(s) too "
-              f"large, {r['reduced']} searched at fewer scales; {peak_rss(args.workers)})")
+          f"device={args.device}, torch threads={torch.get_num_threads()}; conv speed {speed / 1e9:.1f} GFLOP/s "
+          f"(16->32 3x3 conv on 1024x1024, this process)")
+    rows = {}
+    for name in args.settings:
+        overrides = SETTINGS[name] + args.overrides
+        mp, searched, x4 = pnet_work(args.root, args.limit, overrides)
+        r = rows[name] = child(args, overrides)
+        det = max(r["detect_s"], 1e-9) / r["procs"]  # detector seconds per process running at once
+        print(f"{name:>9}: {r['photos'] / r['wall_s']:.3f} photos/s, {mp / r['wall_s']:.3f} MP/s, "
+              f"{r['kept'] / r['wall_s']:.2f} faces/s kept ({r['photos']} photos, {mp:.2f} MP, {r['kept']} faces, "
+              f"{r['wall_s']:.1f} s wall, {r['detect_s']:.1f} s in the detector over {r['procs']} process(es), "
+              f"{r['too_large']} too large); "
+              f"P-Net {searched / 1e12:.3f} TFLOP searched = {searched / speed:.1f} s at the conv speed, "
+              f"{searched / speed / det:.2f} of that floor; x4 floor {x4 / 1e12:.3f} TFLOP, "
+              f"{x4 / speed / det:.2f} of it; peak RSS {r['rss_mb']:.0f} MB, "
+              f"largest worker {r['worker_rss_mb']:.0f} MB" + ("" if args.workers > 1 else " (no workers)"))
+    if len(rows) == 2:
+        new, old = rows["pyramid"], rows["per_scale"]
+        print(f"pyramid / per_scale: {(new['photos'] / new['wall_s']) / (old['photos'] / old['wall_s']):.1f}x "
+              f"photos/s, {old['detect_s'] / max(new['detect_s'], 1e-9):.1f}x less detector time")
     if args.huge:
         shutil.rmtree(args.root, ignore_errors=True)
 

@@ -100,13 +100,21 @@ def test_rois_are_searched_up_sampled_and_mapped_back(small_photo, detector):
     assert detector.detect(img, rois=[(2, h - 14, 14, h - 2), (10, 10, 5, 5), (w + 5, 0, w + 20, 10)]) == []
 
 
-def test_tiles_and_batches_give_the_same_faces(small_photo, annotated):
-    img, gt = small_photo  # 156x142: at scale 2, 4x4 tiles of 128x128 up-sampled pixels
-    untiled = make_detector(DetectorConfig(scales=(2.0,), device="cpu"))
-    tiled = make_detector(DetectorConfig(scales=(2.0,), tile=128, tile_overlap=48, device="cpu"))
+@pytest.mark.parametrize("schedule, tiling", [("per_scale", dict(tile=128, tile_overlap=48)),
+                                              ("pyramid", dict(pnet_tile=64))])
+def test_tiles_and_batches_give_the_same_faces(small_photo, annotated, schedule, tiling):
+    # 156x142: per_scale at scale 2 cuts 4x4 tiles of 128x128 up-sampled pixels; the pyramid cuts
+    # its 312x284 top level into 64 px P-Net tiles
+    img, gt = small_photo
+    untiled = make_detector(DetectorConfig(scales=(2.0,), schedule=schedule, device="cpu"))
+    tiled = make_detector(DetectorConfig(scales=(2.0,), schedule=schedule, device="cpu", **tiling))
     whole = untiled.detect(img)
     found = lambda dets: {j for _, j, _ in match_greedy(np.array([d.box for d in dets]).reshape(-1, 4), gt, 0.4)}
-    assert len(found(whole)) >= 6 and found(tiled.detect(img)) == found(whole)
+    tiles = tiled.detect(img)
+    assert len(found(whole)) >= 6 and found(tiles) == found(whole)
+    if schedule == "pyramid":  # tiles overlapping by 10 px see exactly the P-Net windows of the whole level
+        assert len(tiles) == len(whole)
+        np.testing.assert_allclose([d.box for d in tiles], [d.box for d in whole], atol=1e-3)
     # detect_many: equal-size images batched; a mirrored photo gives mirrored boxes
     mirror = np.ascontiguousarray(img[:, ::-1])
     _, photos, boxes = annotated
@@ -168,3 +176,25 @@ def test_per_image_scales_equal_a_detector_configured_with_them(small_photo, det
     many = detector.detect_many([image, image], [(2.0,), tuple(detector.cfg.scales)])
     assert [d.box for d in many[0]] == [d.box for d in only_x2] and len(only_x2) >= 5
     assert [d.box for d in many[1]] == [d.box for d in detector.detect(image)]
+
+
+def test_pyramid_skips_only_levels_below_the_smallest_face(small_photo, detector):
+    """The builder passes filters.min_avg_size: levels finding only smaller faces are not searched."""
+    img, gt = small_photo  # faces of about 12 px
+    every = detector.detect_many([img])[0]
+    from6 = detector.detect_many([img], smallest_face=6.0)[0]
+    found = lambda dets: {j for _, j, _ in match_greedy(np.array([d.box for d in dets]).reshape(-1, 4), gt, 0.4)}
+    assert len(found(every)) >= 6 and found(from6) == found(every)
+    assert detector.detect_many([img], smallest_face=100.0) == [[]]  # no level finds faces that big here
+
+
+def test_per_scale_schedule_is_the_former_search(small_photo):
+    img, gt = small_photo
+    old = make_detector(DetectorConfig(schedule="per_scale", thresholds=(0.8, 0.7, 0.6), device="cpu"))
+    assert old.cascade is None
+    pairs = match_greedy(np.array([d.box for d in old.detect(img)]).reshape(-1, 4), gt, 0.4)
+    assert len(pairs) >= 6
+    with pytest.raises(ValueError, match="schedule"):
+        DetectorConfig(schedule="fast")
+    with pytest.raises(ValueError, match="pnet_tile"):
+        DetectorConfig(pnet_tile=33)

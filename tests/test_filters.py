@@ -105,12 +105,12 @@ def test_real_detections_are_kept(detected):
 
 
 def test_crop_side_filter_rejects_exactly_the_shrunk_crops(sample_dir):
-    """max_crop_side: among real detections (a dlib photo shrunk to faces of about 16 px) within
+    """max_crop_side: among real detections (a dlib photo shrunk to faces of about 15 px) within
     the size window, exactly those whose square crop is larger than 16 px (their LR face would be
     shrunk by DS's operator) are rejected, and only with the option set."""
     names, photos, boxes = load_dlib_annotated(sample_dir / "scenes" / "dlib_faces")
     k = names.index("2008_004176.jpg")
-    img, _ = shrink_to_face_size(photos[k], boxes[k], 16)
+    img, _ = shrink_to_face_size(photos[k], boxes[k], 15)  # crops on both sides of 16 px
     cands = make_candidates(img, make_detector(DetectorConfig(device="cpu")).detect(img))
     cfg = FilterConfig(max_avg_size=20, dedupe=False, face_check=False)
     side = np.array([crop_rect(c.detection.box)[2] - crop_rect(c.detection.box)[0] for c in cands])

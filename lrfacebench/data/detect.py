@@ -1,12 +1,15 @@
 """Tiny-face detection: a Detector interface and an MTCNN adapter that finds faces of 6-24 px.
 
 MTCNN's P-Net window is 12 px, so at native scale it misses most faces of 16 px or less.
-:class:`MTCNNDetector` therefore runs facenet-pytorch's ``MTCNN.detect`` on bicubic
-up-sampled copies of the image (``DetectorConfig.scales``), or of regions of interest
-(PIPA head boxes, DukeMTMC person boxes), maps boxes and landmarks back to original pixels
-and merges the scales by non-maximum suppression. Large up-sampled images are cut into
-equal overlapping tiles, which also lets inputs be batched (facenet-pytorch batches only
-equal-size images).
+:class:`MTCNNDetector` therefore searches the image, or regions of interest (PIPA head boxes,
+DukeMTMC person boxes), up-sampled. By default (``schedule = "pyramid"``) it runs one MTCNN
+pyramid per region from the largest of ``DetectorConfig.scales`` down, with P-Net tiled and the
+R-Net/O-Net candidates of all levels, tiles, regions and images batched
+(:mod:`lrfacebench.data.cascade`). ``schedule = "per_scale"`` is the former search, kept for
+side-by-side measurements: facenet-pytorch's ``MTCNN.detect`` on each bicubic up-sampled copy
+(x1, x2, x4), large copies cut into equal overlapping tiles so that they can be batched
+(facenet-pytorch batches only equal-size images). Either way boxes and landmarks are mapped back
+to original pixels and merged by non-maximum suppression.
 
 Images are RGB ``uint8`` arrays ``(H,W,3)``; boxes are ``(x1, y1, x2, y2)`` floats in
 original pixels; landmarks are ``(5,2)`` float ``(x, y)`` in original pixels in MTCNN's
@@ -28,13 +31,15 @@ from facenet_pytorch import MTCNN
 from torchvision.ops import boxes as box_ops
 from torchvision.ops import nms
 
+from lrfacebench.data.cascade import Cascade, Region, level_scales
 from lrfacebench.runtime import resolve_device
 from lrfacebench.weights import locate
 
 log = logging.getLogger(__name__)
 
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in original pixels
-_BATCH_PIXELS = 1 << 24  # at most this many up-sampled pixels per MTCNN call (bounds its memory)
+_BATCH_PIXELS = 1 << 24  # per_scale: at most this many up-sampled pixels per MTCNN call (bounds its memory)
+SCHEDULES = ("pyramid", "per_scale")
 
 
 @dataclass(frozen=True)
@@ -63,42 +68,51 @@ class Detection:
 class DetectorConfig:
     """Detector settings; the defaults are the dataset recipes' defaults.
 
-    ``scales``: bicubic up-sampling factors of the image (or ROI); each factor runs one MTCNN
-    pyramid and the results are merged by NMS (``nms_iou``). With ``min_face_size=12`` (the
-    P-Net window, in up-sampled pixels) a scale ``s`` finds faces from ``12/s`` original pixels
-    up, so (1, 2, 4) reaches 3 px faces while scale 1 sees large faces at native resolution.
-    Detection time grows with the sum of squared scales; on the shrunk dlib photos (1, 2, 4)
-    was as accurate as (1, 2, 3, 4) at 70 % of its time.
+    ``scales``: up-sampling factors of the image (or ROI). With ``min_face_size=12`` (the P-Net
+    window, in up-sampled pixels) a scale ``s`` finds faces from ``12/s`` original pixels up, so
+    (1, 2, 4) reaches 3 px faces while scale 1 sees large faces at native resolution.
+    ``schedule``: ``pyramid`` (default) searches one MTCNN pyramid from ``max(scales)`` down to
+    the smallest level (:func:`lrfacebench.data.cascade.level_scales`): its levels x4, x2.84, x2.01,
+    x1.43, x1.01, ... are those of the x2 and x1 pyramids too (``factor**2`` = 0.503), so the other
+    scales add nothing; ``per_scale`` runs one facenet-pytorch pyramid per scale and merges them
+    by NMS (``nms_iou``), the former search (on the shrunk dlib photos (1, 2, 4) was as accurate
+    as (1, 2, 3, 4) at 70 % of its time). ``pnet_tile``: pyramid: P-Net input tiles of at most
+    this side (even, level px), which bounds its memory without changing what it finds.
     ``thresholds``: P-, R-, O-Net probability thresholds (facenet-pytorch: 0.6, 0.7, 0.7). P-Net
-    is raised to 0.8: on up-sampled photos it passes thousands of texture windows to R-Net, and
-    0.8 roughly halves them (1.7x faster on crowd photos) at no measured recall cost; O-Net is
-    lowered to 0.6 so that the ``low_score`` filter (0.7) records what it drops.
+    is raised to 0.7: on up-sampled photos it passes thousands of texture windows to R-Net (the
+    per_scale search used 0.8, which halves them; with one pyramid 0.8 lost 2 of 43 faces at
+    9 px on the sample's dlib photos, 0.7 none, for 1.5x R-Net candidates); O-Net is lowered to
+    0.6 so that the ``low_score`` filter (0.7) records what it drops.
     ``min_score``: detections below it are dropped before merging. ``factor``: MTCNN pyramid
     step. ``roi_expand``: each ROI grows by this fraction of its width/height on every side
     before the search (context for MTCNN). ``tile``/``tile_overlap``: an up-sampled input larger
     than ``tile`` x ``tile`` pixels is cut into tiles of that size overlapping by ``tile_overlap``
     (up-sampled pixels); a tiled pass keeps only faces no larger than the overlap (larger ones
-    come from a lower scale). ``batch_size``: equal-size inputs per MTCNN call.
+    come from a lower scale); ``per_scale`` only. ``batch_size``: per_scale: equal-size inputs
+    per MTCNN call; both: the photos the builder gives the detector at a time.
     ``max_work_pixels``: the most up-sampled pixels (the sum over scales of W*H*s^2) one whole
     photo is searched with; a larger photo gets the reduced scale set of :func:`bounded_scales`,
     or none (the builder skips it). The default, 2^25 (33.5 M), searches a 1.5 MP photo at
     (1, 2, 4), a 6 MP one at (1, 2), a 12 MP one at (1,) and skips a 48 MP one: at 2.5-3.5 s per
     million up-sampled pixels on a shared 2-core CPU (docs/reliability.md), a photo costs about a
-    minute instead of the 21 minutes a 48 MP photo took at x4. MTCNN's memory is bounded apart
-    from it, by the pixels per call (``_BATCH_PIXELS``) and the tiles.
+    minute instead of the 21 minutes a 48 MP photo took at x4 with ``per_scale`` (the pyramid
+    schedule costs less than the cap counts). MTCNN's memory is bounded apart from it: by
+    ``pnet_tile`` (pyramid), by the pixels per call (``_BATCH_PIXELS``) and the tiles (per_scale).
     ``device``: ``auto``, ``cpu``, ``cuda[:N]``.
     """
 
     name: str = "mtcnn"
     scales: tuple[float, ...] = (1.0, 2.0, 4.0)
+    schedule: str = "pyramid"
     min_face_size: float = 12.0
-    thresholds: tuple[float, float, float] = (0.8, 0.7, 0.6)
+    thresholds: tuple[float, float, float] = (0.7, 0.7, 0.6)
     factor: float = 0.709
     min_score: float = 0.6
     nms_iou: float = 0.3
     roi_expand: float = 0.5
     tile: int = 2048
     tile_overlap: int = 256
+    pnet_tile: int = 512
     batch_size: int = 8
     max_work_pixels: float = float(1 << 25)
     device: str = "auto"
@@ -106,6 +120,10 @@ class DetectorConfig:
     def __post_init__(self) -> None:
         if not self.scales or min(self.scales) <= 0:
             raise ValueError(f"detector.scales must be positive, got {self.scales}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"detector.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.pnet_tile < 32 or self.pnet_tile % 2:
+            raise ValueError(f"detector.pnet_tile must be even and >= 32, got {self.pnet_tile}")
         if self.tile <= self.tile_overlap:
             raise ValueError(f"detector.tile ({self.tile}) must exceed detector.tile_overlap ({self.tile_overlap})")
         if not self.max_work_pixels > 0:
@@ -118,13 +136,15 @@ class DetectorConfig:
 class Detector(Protocol):
     name: str
 
-    def detect(self, image: np.ndarray, rois: Sequence[Box] | None = None) -> list[Detection]:
-        """Faces in RGB uint8 ``image`` (H,W,3), best score first; with ``rois`` only inside them."""
+    def detect(self, image: np.ndarray, rois: Sequence[Box] | None = None,
+               smallest_face: float = 0.0) -> list[Detection]:
+        """Faces in RGB uint8 ``image`` (H,W,3), best score first; with ``rois`` only inside them.
+        ``smallest_face``: original px; the search may skip what finds only smaller faces."""
         ...
 
-    def detect_many(self, images: Sequence[np.ndarray],
-                    scales: Sequence[tuple[float, ...]] | None = None) -> list[list[Detection]]:
-        """:meth:`detect` on each whole image; equal-size images are batched together.
+    def detect_many(self, images: Sequence[np.ndarray], scales: Sequence[tuple[float, ...]] | None = None,
+                    smallest_face: float = 0.0) -> list[list[Detection]]:
+        """:meth:`detect` on each whole image, searched together.
         ``scales``: per image, the up-sampling factors to use instead of the configured ones."""
         ...
 
@@ -191,7 +211,7 @@ class _Job:
 
 
 class MTCNNDetector:
-    """Multi-scale MTCNN (facenet-pytorch 2.5.3, bundled weights checked by sha256)."""
+    """Multi-scale MTCNN (facenet-pytorch 2.5.3 networks, bundled weights checked by sha256)."""
 
     def __init__(self, cfg: DetectorConfig):  # cfg's values are checked by DetectorConfig itself
         for net in ("pnet", "rnet", "onet"):
@@ -203,48 +223,86 @@ class MTCNNDetector:
                            factor=cfg.factor, keep_all=True, select_largest=False,
                            post_process=False, device=self.device)
         self.mtcnn.eval()
+        self.cascade = (Cascade(self.mtcnn.pnet, self.mtcnn.rnet, self.mtcnn.onet, cfg.thresholds, cfg.pnet_tile)
+                        if cfg.schedule == "pyramid" else None)
 
     # ---- public API ---------------------------------------------------------------------
-    def detect(self, image: np.ndarray, rois: Sequence[Box] | None = None) -> list[Detection]:
+    def detect(self, image: np.ndarray, rois: Sequence[Box] | None = None,
+               smallest_face: float = 0.0) -> list[Detection]:
+        """See :meth:`Detector.detect`; ``smallest_face`` is used by the pyramid schedule only."""
         check_image(image)
-        if rois is None:
-            jobs = self._whole_jobs(image, 0)
-        else:
-            jobs = (j for roi in rois for j in self._roi_jobs(image, roi, 0))
+        h, w = image.shape[:2]
+        whole = ((0, 0, w, h), (0.0, 0.0, float(w), float(h)))
+        found = [r for roi in rois if (r := self._roi_region(image, roi))] if rois is not None else [whole]
+        if self.cascade is not None:
+            return self._merge(self._search([image], [(0, r, v, tuple(self.cfg.scales)) for r, v in found],
+                                            smallest_face), 1)[0]
+        jobs = (j for r, v in found for s in self.cfg.scales for j in self._region_jobs(image, r, s, 0, v))
         return self._merge(self._run(jobs), 1)[0]
 
-    def detect_many(self, images: Sequence[np.ndarray],
-                    scales: Sequence[tuple[float, ...]] | None = None) -> list[list[Detection]]:
+    def detect_many(self, images: Sequence[np.ndarray], scales: Sequence[tuple[float, ...]] | None = None,
+                    smallest_face: float = 0.0) -> list[list[Detection]]:
+        """See :meth:`Detector.detect_many`; ``smallest_face`` is used by the pyramid schedule only."""
         for im in images:
             check_image(im)
         per = [tuple(self.cfg.scales)] * len(images) if scales is None else list(scales)
-        jobs = (j for i, im in enumerate(images) for j in self._whole_jobs(im, i, per[i]))
+        whole = [((0, 0, im.shape[1], im.shape[0]), (0.0, 0.0, float(im.shape[1]), float(im.shape[0])))
+                 for im in images]
+        if self.cascade is not None:
+            return self._merge(self._search(images, [(i, r, v, per[i]) for i, (r, v) in enumerate(whole)],
+                                            smallest_face), len(images))
+        jobs = (j for i, im in enumerate(images) for s in per[i]
+                for j in self._region_jobs(im, whole[i][0], s, i, whole[i][1]))
         return self._merge(self._run(jobs), len(images))
 
-    # ---- inputs -------------------------------------------------------------------------
-    def _whole_jobs(self, image: np.ndarray, owner: int, scales: Sequence[float] | None = None) -> Iterator[_Job]:
-        h, w = image.shape[:2]
-        for s in self.cfg.scales if scales is None else scales:
-            yield from self._region_jobs(image, (0, 0, w, h), s, owner, (0.0, 0.0, float(w), float(h)))
-
-    def _roi_jobs(self, image: np.ndarray, roi: Box, owner: int) -> Iterator[_Job]:
-        """Jobs for one ROI grown by ``roi_expand``; an empty or invalid ROI gives none (logged)."""
+    # ---- regions ------------------------------------------------------------------------
+    def _roi_region(self, image: np.ndarray, roi: Box) -> tuple[tuple[int, int, int, int], Box] | None:
+        """One ROI grown by ``roi_expand`` and clipped to the image: (integer region, valid box);
+        ``None`` for an empty or invalid ROI (logged)."""
         h, w = image.shape[:2]
         x1, y1, x2, y2 = (float(v) for v in roi)
         if not all(map(math.isfinite, (x1, y1, x2, y2))) or x2 <= x1 or y2 <= y1:
             log.warning("skipping invalid ROI %s", roi)
-            return
+            return None
         ex, ey = self.cfg.roi_expand * (x2 - x1), self.cfg.roi_expand * (y2 - y1)
         ix1, iy1 = max(0, math.floor(x1 - ex)), max(0, math.floor(y1 - ey))
         ix2, iy2 = min(w, math.ceil(x2 + ex)), min(h, math.ceil(y2 + ey))
         if ix2 - ix1 < 2 or iy2 - iy1 < 2:
             log.warning("skipping ROI %s: outside the %dx%d image", roi, w, h)
-            return
-        region = (ix1, iy1, ix2, iy2)
-        valid = (float(ix1), float(iy1), float(ix2), float(iy2))
-        for s in self.cfg.scales:
-            yield from self._region_jobs(image, region, s, owner, valid)
+            return None
+        return (ix1, iy1, ix2, iy2), (float(ix1), float(iy1), float(ix2), float(iy2))
 
+    # ---- the pyramid schedule -----------------------------------------------------------
+    def _search(self, images: Sequence[np.ndarray],
+                regions: Sequence[tuple[int, tuple[int, int, int, int], Box, tuple[float, ...]]],
+                smallest_face: float) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+        """:class:`Cascade` over (owner, region, valid box, scales) searches, image by image, each
+        one pyramid from its largest scale; (owner, boxes, scores, points) kept by :meth:`_keep`."""
+        c = self.cfg
+        assert self.cascade is not None
+        out = []
+        for owner, image in enumerate(images):
+            mine = [(r, v, sc) for o, r, v, sc in regions if o == owner and sc]
+            plan = [Region(r, level_scales(r[2] - r[0], r[3] - r[1], max(sc), c.min_face_size, c.factor,
+                                           smallest_face), max(sc)) for r, _, sc in mine]
+            found = self.cascade(image, plan)
+            for i, (_, valid, _) in enumerate(mine):
+                sel = (found.region == i).numpy()
+                b, p, pt = found.boxes.numpy()[sel], found.scores.numpy()[sel], found.points.numpy()[sel]
+                keep = self._keep(b, p, valid)
+                out.append((owner, b[keep], p[keep], pt[keep]))
+        return out
+
+    def _keep(self, b: np.ndarray, p: np.ndarray, valid: Box, max_side: float = math.inf,
+              side: np.ndarray | None = None) -> np.ndarray:
+        """Mask of detections (boxes ``b`` (K,4), scores ``p``) scoring >= ``min_score`` whose
+        centre lies in ``valid`` and whose ``side`` (up-sampled px; per_scale tiles) <= ``max_side``."""
+        cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+        vx1, vy1, vx2, vy2 = valid
+        keep = (p >= self.cfg.min_score) & (cx >= vx1) & (cx < vx2) & (cy >= vy1) & (cy < vy2)
+        return keep if side is None else keep & (side <= max_side)
+
+    # ---- the per_scale schedule ---------------------------------------------------------
     def _region_jobs(self, image: np.ndarray, region: tuple[int, int, int, int], scale: float,
                      owner: int, valid: Box) -> Iterator[_Job]:
         """Up-sample ``region`` (integer x1,y1,x2,y2) by ``scale``; tile it when too large."""
@@ -268,13 +326,12 @@ class MTCNNDetector:
                 s = pix.shape[0] / ts
                 yield _Job(owner, (s, s), (float(x1 + tx), float(y1 + ty)), pix, valid, max_side=float(O))
 
-    # ---- running ------------------------------------------------------------------------
-    def _run(self, jobs: Iterable[_Job]) -> list[tuple[_Job, np.ndarray, np.ndarray, np.ndarray]]:
+    def _run(self, jobs: Iterable[_Job]) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
         """MTCNN on every job, equal shapes batched as they stream in (at most ``batch_size`` jobs
-        and ``_BATCH_PIXELS`` pixels per call); (job, boxes (K,4), scores (K,), points (K,5,2)) in
-        original pixels."""
+        and ``_BATCH_PIXELS`` pixels per call); (owner, boxes (K,4), scores (K,), points (K,5,2))
+        in original pixels."""
         pending: dict[tuple[int, ...], list[_Job]] = {}
-        out: list[tuple[_Job, np.ndarray, np.ndarray, np.ndarray]] = []
+        out: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
         for j in jobs:
             h, w = j.pixels.shape[:2]
             if min(h, w) < self.cfg.min_face_size:
@@ -289,36 +346,34 @@ class MTCNNDetector:
                 out += self._mtcnn(group)
         return out
 
-    def _mtcnn(self, batch: list[_Job]) -> list[tuple[_Job, np.ndarray, np.ndarray, np.ndarray]]:
+    def _mtcnn(self, batch: list[_Job]) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
         x = torch.from_numpy(np.stack([j.pixels for j in batch])).to(self.device)
         boxes, probs, points = self.mtcnn.detect(x, landmarks=True)
         out = []
         for j, b, p, pt in zip(batch, boxes, probs, points):
             if b is not None:  # None: facenet-pytorch's "no face"
-                out.append((j, *self._to_original(j, np.asarray(b, np.float64), np.asarray(p, np.float64),
-                                                  np.asarray(pt, np.float64))))
+                out.append(self._to_original(j, np.asarray(b, np.float64), np.asarray(p, np.float64),
+                                             np.asarray(pt, np.float64)))
         return out
 
     def _to_original(self, j: _Job, b: np.ndarray, p: np.ndarray, pt: np.ndarray
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
         side = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
         sx, sy = j.scale
         ox, oy = j.origin
         b = b / np.array([sx, sy, sx, sy]) + np.array([ox, oy, ox, oy])
         pt = pt / np.array([sx, sy]) + np.array([ox, oy])
-        cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
-        vx1, vy1, vx2, vy2 = j.valid
-        keep = ((p >= self.cfg.min_score) & (side <= j.max_side)
-                & (cx >= vx1) & (cx < vx2) & (cy >= vy1) & (cy < vy2))
-        return b[keep], p[keep], pt[keep]
+        keep = self._keep(b, p, j.valid, j.max_side, side)
+        return j.owner, b[keep], p[keep], pt[keep]
 
-    def _merge(self, results: list[tuple[_Job, np.ndarray, np.ndarray, np.ndarray]], n: int
+    # ---- merging ------------------------------------------------------------------------
+    def _merge(self, results: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]], n: int
                ) -> list[list[Detection]]:
         """Per image: NMS over every scale, tile and ROI; detections sorted by score, best first."""
         per: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in range(n)]
-        for j, b, p, pt in results:
+        for owner, b, p, pt in results:
             if len(b):
-                per[j.owner].append((b, p, pt))
+                per[owner].append((b, p, pt))
         out: list[list[Detection]] = []
         for parts in per:
             if not parts:

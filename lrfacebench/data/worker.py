@@ -236,14 +236,17 @@ class ShardWorker:
         out: list[list[Detection]] = [[] for _ in loaded]
         whole = [i for i, (it, _, _) in enumerate(loaded) if it.mode in ("detect", "scene")]
         if whole:
+            # smallest_face: pyramid levels that only find faces the size filter drops are skipped
             found = _detector(self.cfg.detector).detect_many(
                 [loaded[i][1] for i in whole],
-                [self._scales[(loaded[i][0].source, loaded[i][0].frame)] for i in whole])
+                [self._scales[(loaded[i][0].source, loaded[i][0].frame)] for i in whole],
+                smallest_face=self.cfg.filters.min_avg_size)
             for i, f in zip(whole, found):
                 out[i] = f
         for i, (item, image, annots) in enumerate(loaded):
             if item.mode == "roi" and annots:
-                out[i] = _detector(self.cfg.detector).detect(image, rois=[a.roi or a.box for a in annots])
+                out[i] = _detector(self.cfg.detector).detect(image, rois=[a.roi or a.box for a in annots],
+                                                             smallest_face=self.cfg.filters.min_avg_size)
         return out
 
     def _candidates(self, item: Item, image: np.ndarray, annots: tuple[Annot, ...],
