@@ -129,7 +129,7 @@ CR_PRESETS: dict[str, dict[str, Any]] = {
             "cc_iterations": 600, "joint_iterations": 600, "tilde_noise": 2, "tilde_lowpass_l1": 10.0,
             "d_input": "zero_mean", "d_augment": ("translation", "cutout"), "cr_lowpass_l1": 10.0,
             "d_prime_input": "l2norm", "lambda_cr_gan": 0.003, "lambda_rec": 100.0,
-            "lambda_identity": 300.0, "lambda_gan": 0.02, "grad_norm_every": 50},
+            "lambda_identity": 300.0, "lambda_gan": 0.02, "cr_common_hp": 1000.0, "grad_norm_every": 50},
     # a whole `lrfb train cr` in a few seconds: every step of every stage runs twice
     "smoke": {"sr_iterations": 2, "fr_iterations": 2, "cc_iterations": 2,
               "joint_iterations": 2, "batch_size": 4, "fr_batch_size": 4},
