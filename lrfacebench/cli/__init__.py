@@ -7,12 +7,12 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
-import signal
 import sys
-import threading
 from typing import Any, Sequence
 
 import click
+
+from lrfacebench.signals import sigint_handled_by
 
 # name -> ("module:attribute", one-line help shown by `lrfb --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -71,14 +71,11 @@ class LazyGroup(click.Group):
 
 def _import_torch_holding_sigint() -> bool:
     """Import torch with SIGINT recorded instead of raised; True when one arrived meanwhile."""
-    if "torch" in sys.modules or threading.current_thread() is not threading.main_thread():
-        return False  # imported already, or signals cannot be changed from this thread
+    if "torch" in sys.modules:
+        return False
     received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
+    with sigint_handled_by(lambda signum, frame: received.append(signum)):
         importlib.import_module("torch")
-    finally:
-        signal.signal(signal.SIGINT, previous)
     return bool(received)
 
 

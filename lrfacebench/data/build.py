@@ -14,7 +14,6 @@ A build killed at any moment and restarted ends with exactly the manifest of an 
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import multiprocessing as mp
@@ -22,10 +21,9 @@ import os
 import shutil
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 from tqdm import tqdm
@@ -38,6 +36,7 @@ from lrfacebench.data.recipe import BuildConfig
 from lrfacebench.data.worker import ShardJob, run_shard
 from lrfacebench.errors import BuildError
 from lrfacebench.io import write_json
+from lrfacebench.signals import sigint_handled_by
 
 log = logging.getLogger(__name__)
 
@@ -96,28 +95,14 @@ def run_shards(jobs: list[ShardJob], workers: int, total_items: int) -> None:
                 run_shard(job, bar.update)
             return
         threads = max(1, (os.cpu_count() or 1) // workers)
-        with _ignoring_sigint():  # the workers start with Ctrl-C ignored: it is this process's to handle
+        # the workers start with Ctrl-C ignored: a Ctrl-C to the process group (as a terminal sends)
+        # reaches only this process, which prints one line instead of one traceback per worker
+        with sigint_handled_by(signal.SIG_IGN):
             pool = mp.get_context("spawn").Pool(min(workers, len(jobs)), initializer=_init_worker,
                                                 initargs=(threads,))
         with pool:  # on KeyboardInterrupt here, leaving the block terminates the workers
             for summary in pool.imap_unordered(run_shard, jobs):
                 bar.update(summary["items"])
-
-
-@contextlib.contextmanager
-def _ignoring_sigint() -> Iterator[None]:
-    """Ignore SIGINT while child processes start: a process started with SIGINT ignored keeps it
-    ignored (Python installs its KeyboardInterrupt handler only over the default), so a Ctrl-C sent
-    to the whole process group, as a terminal does, reaches only the parent, which prints one line
-    instead of one traceback per worker. Outside the main thread signals cannot be changed: no-op."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _init_worker(threads: int) -> None:

@@ -210,6 +210,12 @@ class _Job:
     max_side: float = math.inf
 
 
+def _whole_region(image: np.ndarray) -> tuple[tuple[int, int, int, int], Box]:
+    """The search region of a whole ``(H,W,3)`` image: (integer box, valid box)."""
+    h, w = image.shape[:2]
+    return (0, 0, w, h), (0.0, 0.0, float(w), float(h))
+
+
 class MTCNNDetector:
     """Multi-scale MTCNN (facenet-pytorch 2.5.3 networks, bundled weights checked by sha256)."""
 
@@ -231,9 +237,8 @@ class MTCNNDetector:
                smallest_face: float = 0.0) -> list[Detection]:
         """See :meth:`Detector.detect`; ``smallest_face`` is used by the pyramid schedule only."""
         check_image(image)
-        h, w = image.shape[:2]
-        whole = ((0, 0, w, h), (0.0, 0.0, float(w), float(h)))
-        found = [r for roi in rois if (r := self._roi_region(image, roi))] if rois is not None else [whole]
+        found = ([r for roi in rois if (r := self._roi_region(image, roi))] if rois is not None
+                 else [_whole_region(image)])
         if self.cascade is not None:
             return self._merge(self._search([image], [(0, r, v, tuple(self.cfg.scales)) for r, v in found],
                                             smallest_face), 1)[0]
@@ -246,8 +251,7 @@ class MTCNNDetector:
         for im in images:
             check_image(im)
         per = [tuple(self.cfg.scales)] * len(images) if scales is None else list(scales)
-        whole = [((0, 0, im.shape[1], im.shape[0]), (0.0, 0.0, float(im.shape[1]), float(im.shape[0])))
-                 for im in images]
+        whole = [_whole_region(im) for im in images]
         if self.cascade is not None:
             return self._merge(self._search(images, [(i, r, v, per[i]) for i, (r, v) in enumerate(whole)],
                                             smallest_face), len(images))
@@ -286,9 +290,10 @@ class MTCNNDetector:
             plan = [Region(r, level_scales(r[2] - r[0], r[3] - r[1], max(sc), c.min_face_size, c.factor,
                                            smallest_face), max(sc)) for r, _, sc in mine]
             found = self.cascade(image, plan)
+            region, boxes, scores, points = (t.numpy() for t in (found.region, found.boxes, found.scores, found.points))
             for i, (_, valid, _) in enumerate(mine):
-                sel = (found.region == i).numpy()
-                b, p, pt = found.boxes.numpy()[sel], found.scores.numpy()[sel], found.points.numpy()[sel]
+                sel = region == i
+                b, p, pt = boxes[sel], scores[sel], points[sel]
                 keep = self._keep(b, p, valid)
                 out.append((owner, b[keep], p[keep], pt[keep]))
         return out
