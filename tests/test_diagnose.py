@@ -22,6 +22,7 @@ from lrfacebench import diagnose as dg
 from lrfacebench.diagnose import batchnorm, metrics_log, residuals
 from lrfacebench.diagnose.report import _render_metrics, render
 from lrfacebench.diagnose.faces import check_run, load_diagnosis_faces, load_run_method
+from lrfacebench.diagnose.regulation import regulation_report
 from lrfacebench.cli import main
 from lrfacebench.data.faces import list_folder, list_sample, load_faces
 from lrfacebench.degrade import to_uint8
@@ -115,8 +116,23 @@ def test_table5_is_fid_and_kid_of_the_stored_faces_against_artificial_lr(cr_run,
     assert t5["regulated"]["fid"] != t5["genuine"]["fid"]  # phi_cr changed the faces
     assert t5["regulated_closer"]["fid"] == (t5["regulated"]["fid"] < t5["genuine"]["fid"])
     assert t5["n_genuine"] == t5["n_artificial"] == N_FACES
+    d = t5["delta"]["fid"]
+    assert d["value"] == pytest.approx(t5["regulated"]["fid"] - t5["genuine"]["fid"])
+    assert d["low"] < d["high"] and d["significant"] == (d["low"] > 0 or d["high"] < 0)
     verdict = "closer" if t5["regulated_closer"]["fid"] else "NOT closer"
-    assert f"regulated faces are {verdict} by FID" in printed
+    assert f"R-LR - G-LR by FID {d['value']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]: regulated faces {verdict}" \
+        in printed
+
+
+def test_table5_interval_is_paired_over_the_genuine_faces(cr_run, cr_method, folders, monkeypatch):
+    """A phi_cr that returns its input gives R-LR = G-LR face for face: with replicates paired over
+    the faces, every replicate difference, hence the interval, is exactly 0 (unpaired resamples
+    would spread it)."""
+    faces = load_diagnosis_faces(cr_run, folders["genuine"], folders["reference"])
+    monkeypatch.setattr(cr_method, "regulate", lambda x: x)
+    t5 = regulation_report(cr_method, faces)
+    for m in ("fid", "kid"):
+        assert t5["delta"][m] == {"value": 0.0, "low": 0.0, "high": 0.0, "significant": False}
 
 
 def test_batch_norm_gaps_name_the_layers_and_leave_the_nets_alone(cr_method, diagnosed):

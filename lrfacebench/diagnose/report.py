@@ -28,14 +28,20 @@ def _render_residuals(res: dict[str, Any] | None) -> list[str]:
 def _render_table5(t5: dict[str, Any] | None) -> list[str]:
     if t5 is None:
         return ["Table 5: not applicable (the method has no phi_cr)"]
-    def closer(m: str) -> str:
-        return "closer" if t5["regulated_closer"][m] else "NOT closer"
+    def verdict(m: str) -> str:
+        d = t5["delta"][m]
+        closer = "closer" if t5["regulated_closer"][m] else "NOT closer"
+        return f"{closer}, {'interval excludes 0' if d['significant'] else 'not significant'}"
+    def delta(m: str, fmt: str) -> str:
+        d = t5["delta"][m]
+        return f"{d['value']:+{fmt}} [{d['low']:+{fmt}}, {d['high']:+{fmt}}]"
     return [f"Table 5: distance to artificial LR (DS of {t5['n_artificial']} HR test faces), "
-            f"{t5['n_genuine']} genuine test faces; point values",
+            f"{t5['n_genuine']} genuine test faces; 95 % paired bootstrap intervals over them",
             f"  {'':<22} {'FID':>9} {'KID':>9}",
             f"  {'G-LR x':<22} {t5['genuine']['fid']:>9.2f} {t5['genuine']['kid']:>9.4f}",
             f"  {'R-LR phi_cr(x)':<22} {t5['regulated']['fid']:>9.2f} {t5['regulated']['kid']:>9.4f}",
-            f"  regulated faces are {closer('fid')} by FID, {closer('kid')} by KID"]
+            f"  R-LR - G-LR by FID {delta('fid', '.2f')}: regulated faces {verdict('fid')}",
+            f"  R-LR - G-LR by KID {delta('kid', '.4f')}: regulated faces {verdict('kid')}"]
 
 
 def _render_bn(bn: dict[str, dict[str, Any]]) -> list[str]:
