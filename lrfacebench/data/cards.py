@@ -24,8 +24,10 @@ MARKERS = ("composition", "collection")
 FIELDS = {
     "face_id": "stable id `s<shard>-<candidate>` (sortable)",
     "source": "input file, relative to the source root (posix)",
-    "frame, time_s": "video frame index and time in seconds (empty for photos)",
-    "x1, y1, x2, y2": "face box in original pixels (paired sets: the HR crop square)",
+    "frame, time_s": "video frame index and its presentation time in seconds (empty for photos)",
+    "track_id": "face track `<video>#<n>` the face belongs to (builds with `tracks.enabled`; else empty)",
+    "x1, y1, x2, y2": "face box in original pixels (video with `source.scale`: pixels of the shrunk frame; "
+                      "paired sets: the HR crop square)",
     "score": "detector probability (empty for ground-truth boxes and paired crops)",
     "width, height": "box size in original pixels",
     "identity": "identity label (empty when unknown)",
@@ -87,6 +89,13 @@ def composition(stats: dict[str, Any]) -> str:
             ("faces with an identity", f"{c['faces_with_identity']:,} ({c['identities']:,} identities, "
                                        f"{c['identities_with_2_faces']:,} with >= 2 faces)"),
             ("splits", ", ".join(f"{k or '(none)'}: {v:,}" for k, v in c["splits"].items()) or "-")]
+    if t := stats.get("tracks"):
+        per = t["faces_per_track"]
+        rows.append(("face tracks", f"{t['tracks_with_faces']:,} with kept faces ({t['tracks_with_2_faces']:,} with "
+                                    f">= 2" + (f"; faces per track min {per['min']}, median {per['median']}, max "
+                                               f"{per['max']}" if per else "")
+                     + f"); {t['tracks']:,} tracks among all candidates; {t['identities_from_tracks']:,} "
+                       "identities are tracks"))
     if s:
         rows.append(("average face size (px)",
                      f"min {s['min']}, median {s['median']}, mean {s['mean']}, max {s['max']}"))
@@ -128,7 +137,14 @@ def collection(stats: dict[str, Any]) -> str:
                 f"- Filters: `{_inline(cfg['filters'])}`.",
                 f"- Identity: that of the annotated head/person box holding at least "
                 f"{b['identity_min_overlap']:.0%} of the face's area (nearest box centre among several).",
-                f"- Near-duplicates across shard borders are searched in the {b['dedupe_window']} preceding shards."]
+                _dedupe(cfg)]
+        if (scale := cfg["source"].get("scale", 1.0)) != 1.0:
+            out.append(f"- Frames shrunk by {scale:g} (area averaging) before detection, so boxes are in the "
+                       "shrunk frames' pixels; these faces were made small after the camera's blur and compression "
+                       "and are partly artificial LR.")
+        if c.get("frames_vfr"):
+            out.append(f"- {c['frames_vfr']:,} frames of variable-frame-rate files are timed by their timestamps "
+                       "(not frame / fps).")
     out += ["", f"Candidates: {c['candidates']:,}; kept after the shards' filters: {c['kept_in_shards']:,}; "
                 f"kept in the end: {c['kept']:,}.", ""]
     if c["rejected_by_reason"]:
@@ -136,6 +152,21 @@ def collection(stats: dict[str, Any]) -> str:
         out += [f"| {k} | {v:,} |" for k, v in sorted(c["rejected_by_reason"].items(), key=lambda kv: -kv[1])]
         out.append("")
     return "\n".join(out + _evaluation(stats) + [_provenance(stats)])
+
+
+def _dedupe(cfg: dict[str, Any]) -> str:
+    """The card's line on near-duplicates: across shard borders, or tracks and their filters."""
+    t = cfg.get("tracks", {"enabled": False})  # stats.json of builds before tracks have none
+    if not t["enabled"]:
+        return (f"- Near-duplicates across shard borders are searched in the {cfg['build']['dedupe_window']} "
+                "preceding shards.")
+    cap = f"at most {t['max_faces']} kept faces per track (evenly spaced)" if t["max_faces"] else "no per-track cap"
+    who = ("a face without an annotated identity takes its track's (`track:<track_id>`)" if t["identity_from_track"]
+           else "tracks give no identities")
+    return (f"- Tracks: faces of consecutive sampled frames linked when IoU >= {t['min_iou']} or their centres lie "
+            f"within {t['max_shift']} face sizes per step, sizes within x{t['max_size_ratio']}, across up to "
+            f"{t['max_gap']} frames without the face (`lrfacebench.data.tracks`); near-duplicates are searched "
+            f"within each track; {cap}; {who}.")
 
 
 def _evaluation(stats: dict[str, Any]) -> list[str]:

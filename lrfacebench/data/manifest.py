@@ -12,11 +12,11 @@ from lrfacebench.data.sources import rule as source_rule
 from lrfacebench.io import atomic_path
 
 # every manifest.csv starts with these columns; a source with a rule adds its own after them
-COLUMNS = ("face_id", "source", "frame", "time_s", "x1", "y1", "x2", "y2", "score", "width",
+COLUMNS = ("face_id", "source", "frame", "time_s", "track_id", "x1", "y1", "x2", "y2", "score", "width",
            "height", "identity", "split", "crop", "lr16", "hr64", "sha256")
 REQUIRED_COLUMNS = ("face_id", "identity", "split", "lr16", "hr64")  # what training and benchmarks read
 IMAGE_COLUMNS = ("crop", "lr16", "hr64")  # cells naming a face's PNG files ("" when absent)
-REJECTED_COLUMNS = ("candidate", "reason", "source", "frame", "time_s", "x1", "y1", "x2", "y2", "score",
+REJECTED_COLUMNS = ("candidate", "reason", "source", "frame", "time_s", "track_id", "x1", "y1", "x2", "y2", "score",
                     "width", "height", "crop", "detail")
 UNREADABLE_COLUMNS = ("file", "line", "reason")
 

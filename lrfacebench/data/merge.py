@@ -20,27 +20,33 @@ from lrfacebench.data.recipe import BuildConfig
 from lrfacebench.data.review import write_review
 from lrfacebench.data.sources.base import Problem
 from lrfacebench.data.stats import build_stats
+from lrfacebench.data.tracks import track_drops, track_ids
 from lrfacebench.io import write_json
 
 
-def window_duplicates(records: list[dict[str, Any]], fcfg: FilterConfig, window: int
-                      ) -> dict[str, str]:
+def lr_thumbs(records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """``{face_id: 16x16 LR image}`` (RGB uint8) of every face the shards' filters kept, as the
+    shard records store them (so faces a previous merge deleted still count)."""
+    out = {}
+    for rec in records:
+        for fid, b64 in rec["thumbs"].items():
+            a = np.frombuffer(base64.b64decode(b64), np.uint8)
+            out[fid] = a.reshape(math.isqrt(a.size // 3), -1, 3).copy()
+    return out
+
+
+def window_duplicates(records: list[dict[str, Any]], thumbs: dict[str, np.ndarray], fcfg: FilterConfig,
+                      window: int) -> dict[str, str]:
     """``{face_id: earlier face_id}`` for faces that near-duplicate a face of the ``window``
     preceding shards (the same face across video frames or repeated photos cut by a shard border).
 
     Each shard is compared with the faces its own filters kept in the previous shards (their
-    16x16 LR images, stored in the shard records, so faces a previous merge deleted still count),
-    and the answer depends only on shard outputs, never on scheduling. Duplicates inside a shard
-    were already removed by the shard's filters; repeats further apart in the plan are not searched.
+    16x16 LR ``thumbs``), and the answer depends only on shard outputs, never on scheduling.
+    Duplicates inside a shard were already removed by the shard's filters; repeats further apart
+    in the plan are not searched.
     """
     if not fcfg.dedupe or window < 1:
         return {}
-
-    def thumbs(s: int) -> list[np.ndarray]:
-        raw = [np.frombuffer(base64.b64decode(records[s]["thumbs"][r["face_id"]]), np.uint8)
-               for r in records[s]["kept"]]
-        return [a.reshape(math.isqrt(a.size // 3), -1, 3).copy() for a in raw]
-
     dups: dict[str, str] = {}
     for s in range(1, len(records)):
         if not records[s]["kept"]:
@@ -48,10 +54,9 @@ def window_duplicates(records: list[dict[str, Any]], fcfg: FilterConfig, window:
         prev = [r for p in range(max(0, s - window), s) for r in records[p]["kept"]]
         if not prev:
             continue
-        ref = [c for p in range(max(0, s - window), s) for c in thumbs(p)]
-        found = near_duplicates(ref + thumbs(s), fcfg)[len(ref):]
+        found = near_duplicates([thumbs[r["face_id"]] for r in prev + records[s]["kept"]], fcfg)[len(prev):]
         for row, j in zip(records[s]["kept"], found):
-            if j is not None and j < len(ref):
+            if j is not None and j < len(prev):
                 dups[row["face_id"]] = prev[j]["face_id"]
     return dups
 
@@ -69,17 +74,32 @@ def merge_shards(out: Path, plan: BuildPlan, cfg: BuildConfig, plan_hash: str, e
           extra_stats: dict[str, Any]) -> MergeResult:
     """Combine every done shard into the dataset files; ``manifest.csv`` is written last.
 
-    Drops cross-shard near-duplicates (:func:`window_duplicates`) and excluded faces (their
-    PNGs are deleted; they go to ``rejected.csv`` with reasons ``near_duplicate``/``excluded``).
+    Drops cross-shard near-duplicates (:func:`window_duplicates`; with ``tracks.enabled``,
+    :func:`lrfacebench.data.tracks.track_ids` links the faces into tracks instead, and
+    :func:`~lrfacebench.data.tracks.track_drops` drops near-duplicates within a track and faces
+    over the per-track cap) and excluded faces (their PNGs are deleted; they go to
+    ``rejected.csv`` with reasons ``near_duplicate``/``track_cap``/``excluded``).
     When a kept face's PNG is missing (deleted by hand, or un-excluded after a previous merge
     deleted it) nothing is written and the shards to rebuild are returned in ``redo``.
     """
     t0 = time.perf_counter()
     records = load_shards(out, plan.n_shards)
-    dups = window_duplicates(records, cfg.filters, cfg.build.dedupe_window)
+    thumbs = lr_thumbs(records)
     kept_all = [r for rec in records for r in rec["kept"]]
+    shard_rejects = [r for rec in records for r in rec["rejected"]]
+    tracks: dict[str, str] = {}
+    if cfg.tracks.enabled:
+        tracks = track_ids(plan.items, kept_all + shard_rejects, cfg.tracks)
+        drops = track_drops(kept_all, tracks, thumbs, cfg.filters, cfg.tracks)
+    else:
+        drops = {fid: ("near_duplicate", f"duplicates {j}")
+                 for fid, j in window_duplicates(records, thumbs, cfg.filters, cfg.build.dedupe_window).items()}
+    for r in kept_all + shard_rejects:
+        r["track_id"] = tracks.get(r["face_id"], "")
+        if r["track_id"] and cfg.tracks.identity_from_track and "identity" in r and not r["identity"]:
+            r["identity"] = f"track:{r['track_id']}"
     excluded = exclusions.match(kept_all)
-    final = [r for r in kept_all if r["face_id"] not in dups and r["face_id"] not in excluded]
+    final = [r for r in kept_all if r["face_id"] not in drops and r["face_id"] not in excluded]
     redo = sorted({int(r["face_id"][1:6]) for r in final
                    if any(r[c] and not (out / r[c]).is_file() for c in IMAGE_COLUMNS)})
     if redo:
@@ -87,15 +107,13 @@ def merge_shards(out: Path, plan: BuildPlan, cfg: BuildConfig, plan_hash: str, e
     merged_rejects = []
     for r in kept_all:
         fid = r["face_id"]
-        if fid in dups or fid in excluded:
+        if fid in drops or fid in excluded:
             for c in IMAGE_COLUMNS:
                 if r[c]:
                     (out / r[c]).unlink(missing_ok=True)
-            reason, detail = (("near_duplicate", f"duplicates {dups[fid]}") if fid in dups
-                              else ("excluded", "reviewer exclusion list"))
+            reason, detail = drops.get(fid) or ("excluded", "reviewer exclusion list")
             merged_rejects.append({**r, "candidate": fid, "reason": reason, "crop": "", "detail": detail})
-    rejected = sorted([r for rec in records for r in rec["rejected"]] + merged_rejects,
-                      key=lambda r: r["candidate"])
+    rejected = sorted(shard_rejects + merged_rejects, key=lambda r: r["candidate"])
     unreadable = list(plan.problems) + [Problem(*p) for rec in records for p in rec["unreadable"]]
     write_csv(out / "rejected.csv", REJECTED_COLUMNS, rejected)
     write_csv(out / "unreadable.csv", UNREADABLE_COLUMNS, unreadable)

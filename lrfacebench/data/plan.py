@@ -12,6 +12,7 @@ from typing import Any
 from lrfacebench.data.recipe import BuildConfig
 from lrfacebench.data.sources import get_source
 from lrfacebench.data.sources.base import Item, Problem
+from lrfacebench.data.tracks import check_items
 from lrfacebench.io import sha256_json
 
 
@@ -46,6 +47,8 @@ def make_plan(cfg: BuildConfig, root: Path) -> BuildPlan:
     items = scan.items[: cfg.build.limit] if cfg.build.limit > 0 else scan.items
     if cfg.build.shard_size < 1:
         raise ValueError(f"build.shard_size must be >= 1, got {cfg.build.shard_size}")
+    if cfg.tracks.enabled:
+        check_items(items)
     return BuildPlan(name, reader.KIND, scan.root or root, items, scan.problems, scan.files, cfg.build.shard_size)
 
 

@@ -13,6 +13,7 @@ from lrfacebench import config as cfglib
 from lrfacebench.data.detect import DetectorConfig
 from lrfacebench.data.filters import FilterConfig
 from lrfacebench.data.sources import get_source
+from lrfacebench.data.tracks import TrackConfig
 from lrfacebench.errors import BuildError, LrfbError
 from lrfacebench.io import sha256_json
 
@@ -49,13 +50,14 @@ class BuildOptions:
 @dataclass
 class BuildConfig:
     """A resolved recipe: ``name`` (data card), ``source`` (``{"name": reader, **reader options}``),
-    detector, filters and builder options."""
+    detector, filters, builder options and face tracks (video)."""
 
     name: str = ""
     source: dict[str, Any] = field(default_factory=dict)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
     build: BuildOptions = field(default_factory=BuildOptions)
+    tracks: TrackConfig = field(default_factory=TrackConfig)
 
     def reader_options(self) -> Any:
         reader = get_source(self.source.get("name", self.name))

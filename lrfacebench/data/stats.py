@@ -62,7 +62,8 @@ def build_stats(plan: BuildPlan, cfg: BuildConfig, plan_hash: str, records: list
         "counts": {
             "items": len(plan.items), "items_read": counts["items"] - counts["items_unreadable"],
             "items_unreadable": counts["items_unreadable"], "items_too_large": counts["items_too_large"],
-            "items_scales_reduced": counts["items_scales_reduced"], "annotation_problems": len(plan.problems),
+            "items_scales_reduced": counts["items_scales_reduced"], "frames_vfr": counts["frames_vfr"],
+            "annotation_problems": len(plan.problems),
             "unreadable_rows": len(unreadable), "candidates": counts["candidates"],
             "kept_in_shards": sum(len(rec["kept"]) for rec in records), "kept": len(final),
             "rejected": sum(by_reason.values()), "rejected_by_reason": dict(sorted(by_reason.items())),
@@ -75,6 +76,7 @@ def build_stats(plan: BuildPlan, cfg: BuildConfig, plan_hash: str, records: list
                            "kept": histogram((float(r["width"]) + float(r["height"])) / 2 for r in final),
                            **sizes},
         "size_summary": _size_summary(final, cfg.build.lr_size),
+        "tracks": _track_summary(final, rejected) if cfg.tracks.enabled else {},
         "detector_eval": {k: _rates(v) for k, v in sorted(evals.items())},
         "timings": {**{k: round(v, 3) for k, v in sorted(timings.items())}, **extra.get("timings", {})},
         "config": cfglib.to_dict(cfg), "config_hash": cfg.compat_hash(), "plan_hash": plan_hash,
@@ -100,6 +102,19 @@ def _size_summary(rows: list[dict[str, Any]], lr_size: int) -> dict[str, float]:
     return {"min": round(float(s.min()), 2), "median": round(float(np.median(s)), 2),
             "mean": round(float(s.mean()), 2), "max": round(float(s.max()), 2),
             "shrunk_share": round(float((side > lr_size).mean()), 4)}
+
+
+def _track_summary(final: list[dict[str, Any]], rejected: list[dict[str, Any]]) -> dict[str, Any]:
+    """Tracks of a build: how many hold kept faces, kept faces per track (min, median, max), how
+    many hold >= 2, all tracks (also those of rejected candidates only) and the identities the
+    tracks gave (``track:<track_id>``)."""
+    per = Counter(r["track_id"] for r in final if r["track_id"])
+    n = sorted(per.values())
+    every = set(per) | {r["track_id"] for r in rejected if r.get("track_id")}
+    return {"tracks_with_faces": len(per), "tracks_with_2_faces": sum(v >= 2 for v in n),
+            "faces_per_track": {"min": n[0], "median": float(np.median(n)), "max": n[-1]} if n else {},
+            "tracks": len(every),
+            "identities_from_tracks": len({r["identity"] for r in final if r["identity"].startswith("track:")})}
 
 
 def _rates(c: Counter[str]) -> dict[str, Any]:

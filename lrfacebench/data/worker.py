@@ -101,8 +101,9 @@ class ShardWorker:
         self.timings: Counter[str] = Counter()
         self.evals: dict[str, Counter[str]] = defaultdict(Counter)
         self._video: tuple[str, Any] | None = None
+        self._vfr: set[str] = set()  # videos whose variable frame rate was logged
         self.rule = source_rule(cfg.source.get("name", cfg.name))
-        self.reader_options = cfg.reader_options() if self.rule else None
+        self.reader_options = cfg.reader_options()
         self._scenes: dict[str, tuple[np.ndarray, Shrunk]] = {}  # scene items: original photo, shrunk one
         self._scales: dict[tuple[str, int | None], tuple[float, ...]] = {}  # whole-image items: their scales
 
@@ -125,18 +126,31 @@ class ShardWorker:
         return record
 
     # -- reading ------------------------------------------------------------------------------
-    def _load(self, item: Item) -> np.ndarray:
+    def _load(self, item: Item) -> tuple[Item, np.ndarray]:
+        """The item's image; a video frame's item gets the decoder's time of the frame."""
         path = self.root / item.source
         if _is_video(item):
+            assert item.frame is not None
             if self._video is None or self._video[0] != item.source:
                 if self._video:
                     self._video[1].close()
-                self._video = (item.source, FrameReader(path))
-            return self._video[1].read(item.frame)
+                self._video = (item.source, FrameReader(path, self.reader_options.scale))
+            reader = self._video[1]
+            frame = reader.read(item.frame)
+            if frame.time_s is None:
+                return item, frame.image
+            if reader.off_rate(item.frame, frame.time_s):  # counted, and logged once per video and shard
+                if item.source not in self._vfr:
+                    self._vfr.add(item.source)
+                    log.warning("%s: variable frame rate (frame %d decodes at %.3f s, not %.3f s at %g fps); "
+                                "times come from the frames' timestamps", item.source, item.frame, frame.time_s,
+                                item.frame / reader.fps, reader.fps)
+                self.counts["frames_vfr"] += 1
+            return dataclasses.replace(item, time_s=frame.time_s), frame.image
         image = read_rgb(path)
         if item.source not in self.inputs:
             self.inputs[item.source] = sha256_file(path)
-        return image
+        return item, image
 
     def _valid_annots(self, item: Item, image: np.ndarray) -> tuple[Annot, ...]:
         """Annotations that overlap the image; the others are reported as bad input."""
@@ -160,7 +174,7 @@ class ShardWorker:
         for item in items:
             self.counts["items"] += 1
             try:
-                image = self._load(item)
+                item, image = self._load(item)
             except UnreadableImage as e:
                 self.counts["items_unreadable"] += 1
                 self._problem(item, str(e))
@@ -377,10 +391,12 @@ class ShardWorker:
         """Filter reasons per face: reader rejections first, the configured filters for the rest.
 
         Pre-cropped faces (the image is the face) skip the border check, which would always fire.
-        Faces of paired items are not filtered (their crop rule is fixed).
+        Faces of paired items are not filtered (their crop rule is fixed). With tracks, near
+        duplicates are left to the merge (:func:`lrfacebench.data.tracks.track_drops`).
         """
         reasons: list[str | None] = [f.reason for f in self.faces]
-        groups = {False: self.cfg.filters, True: _without_border(self.cfg.filters)}
+        fcfg = dataclasses.replace(self.cfg.filters, dedupe=False) if self.cfg.tracks.enabled else self.cfg.filters
+        groups = {False: fcfg, True: _without_border(fcfg)}
         for whole, fcfg in groups.items():
             idx = [i for i, f in enumerate(self.faces)
                    if f.reason is None and f.item.mode != "paired" and f.whole == whole]
