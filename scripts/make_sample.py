@@ -54,6 +54,13 @@ HR_MIN_BOX_FRACTION = 0.4
 # shipped sample keeps its three GFPGAN ones, chosen by licence before this rule existed.
 NOT_CLEAN_HR = "restoration_inputs/"
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "lrfacebench" / "sample"
+# A short real clip for the video source and its tracks test (MIT): every `every`-th of the first
+# `every * frames` frames of the 1920x1080 25 fps original, the region `crop` (x0, y0, x1, y1) cut
+# and shrunk by `scale` (area averaging), re-encoded as MPEG-4 Part 2 at 25 / every fps (so times
+# stay those of the original). People walk towards the camera; the faces in the crop are about
+# 25-120 px in the original, 6-30 px after a further source.scale=0.5.
+VIDEO = {"path": "facenet-pytorch_video.mp4", "dest": "video/arcade.mp4", "crop": (560, 440, 1360, 920),
+         "every": 2, "frames": 16, "scale": 0.5}
 
 
 def _rows(folder: Path) -> list[dict[str, str]]:
@@ -76,7 +83,7 @@ def main() -> None:
     def ok(r: dict[str, str]) -> bool:
         return dev or r["license"].startswith(REDISTRIBUTABLE)
 
-    for sub in ("hr", "genuine_lr", "scenes"):
+    for sub in ("hr", "genuine_lr", "scenes", "video"):
         shutil.rmtree(out / sub, ignore_errors=True)
         (out / sub).mkdir(parents=True)
     records: list[dict[str, str]] = []
@@ -122,6 +129,11 @@ def main() -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src / "scenes" / rel, dest)
         records.append(dict(path=f"scenes/{rel}", kind="scene", split="", **_src(r), notes=r["notes"]))
+
+    video = {r["path"]: r for r in _rows(src / "videos")}[VIDEO["path"]]
+    assert ok(video), VIDEO["path"]
+    records.append(dict(path=VIDEO["dest"], kind="video", split="", **_src(video),
+                        notes=_trim_video(src / "videos" / VIDEO["path"], out / VIDEO["dest"])))
 
     _split_hr_by_identity(records)
     records.sort(key=lambda d: d["path"])
@@ -183,6 +195,30 @@ def _write_manifests(out: Path, records: list[dict[str, str]]) -> None:
                     name = r["path"].split("/", 1)[1]
                     w.writerow({"face_id": name, "identity": r["identity"], "split": r["split"] or "train",
                                 "lr16": "", "hr64": "", column: name})
+
+
+def _trim_video(src: Path, dest: Path) -> str:
+    """Write the trimmed clip of :data:`VIDEO` from ``src`` to ``dest``; returns its provenance note."""
+    import cv2
+
+    x0, y0, x1, y1 = VIDEO["crop"]
+    every, n, scale = VIDEO["every"], VIDEO["frames"], VIDEO["scale"]
+    size = (round((x1 - x0) * scale), round((y1 - y0) * scale))
+    cap = cv2.VideoCapture(str(src))
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    writer = cv2.VideoWriter(str(dest), cv2.VideoWriter_fourcc(*"mp4v"), fps / every, size)
+    for i in range(every * n):
+        ok, frame = cap.read()
+        assert ok, f"{src}: frame {i} cannot be decoded"
+        if i % every == 0:
+            writer.write(cv2.resize(frame[y0:y1, x0:x1], size, interpolation=cv2.INTER_AREA))
+    writer.release()
+    cap.release()
+    return (f"frames 0, {every}, ..., {every * (n - 1)} of the {fps:g} fps 1920x1080 original (4.2 s): region "
+            f"({x0},{y0},{x1},{y1}) cut, shrunk x{scale:g} to {size[0]}x{size[1]} (OpenCV INTER_AREA), re-encoded "
+            f"as MPEG-4 Part 2 (OpenCV mp4v) at {fps / every:g} fps, {n} frames ({n * every / fps:g} s); a covered "
+            "arcade in London, pedestrians walking towards an eye-level camera, faces about 25-120 px in the "
+            "original (12-60 px here). Used by tests/test_tracks.py")
 
 
 def _src(r: dict[str, str]) -> dict[str, str]:

@@ -371,7 +371,7 @@ def test_sample_readme_counts_match_provenance(sample_dir):
     with open(sample_dir / "provenance.csv", newline="") as f:
         prov = list(csv.DictReader(f))
     expected = []
-    for kind in ("hr", "genuine_lr", "scene"):
+    for kind in ("hr", "genuine_lr", "scene", "video"):
         rs = [r for r in prov if r["kind"] == kind]
         splits = Counter(r["split"] for r in rs if r["split"])
         ids = Counter(r["identity"] for r in rs if r["identity"])
@@ -381,8 +381,8 @@ def test_sample_readme_counts_match_provenance(sample_dir):
         expected.append(f"| {kind} | {len(rs)} | {split_txt} | {id_txt} |")
     by = Counter((r["source_repo"], r["license"].split(" (")[0], r["kind"]) for r in prov)
     for repo, lic in sorted({(a, b) for a, b, _ in by}):
-        n = [by[(repo, lic, k)] for k in ("hr", "genuine_lr", "scene")]
-        expected.append(f"| {repo} | {lic} | {n[0]} | {n[1]} | {n[2]} |")
+        n = [by[(repo, lic, k)] for k in ("hr", "genuine_lr", "scene", "video")]
+        expected.append(f"| {repo} | {lic} | " + " | ".join(map(str, n)) + " |")
     readme = (sample_dir / "README.md").read_text()
     missing = [row for row in expected if row not in readme]
     assert not missing, f"update lrfacebench/sample/README.md: {missing}"
