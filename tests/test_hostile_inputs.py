@@ -12,9 +12,11 @@ import json
 import os
 import pickle
 import shutil
+import struct
 from pathlib import Path
 from typing import Callable
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -208,6 +210,137 @@ def test_photo_over_the_pixel_cap_is_a_counted_skip(area, photo):
     bad = table(out / "unreadable.csv")
     assert len(bad) == 1 and "too large to search" in bad[0]["reason"]
     assert json.loads((out / "stats.json").read_text())["counts"]["items_too_large"] == 1
+
+
+# ----- video files: build-dataset video --------------------------------------------------------
+def _frames(photo: Image.Image, n: int = 3) -> list[np.ndarray]:
+    """``n`` RGB frames of the photo at an even size (166x124: codecs want even sides), panned 2 px a frame."""
+    a = np.asarray(photo.convert("RGB"))[:124, :166]
+    return [np.ascontiguousarray(np.roll(a, 2 * k, axis=1)) for k in range(n)]
+
+
+def _write_video(path: Path, frames: list[np.ndarray], fourcc: str = "mp4v", fps: float = 10.0) -> None:
+    h, w = frames[0].shape[:2] if frames else (124, 166)
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
+    assert vw.isOpened(), f"OpenCV cannot write {fourcc}"
+    for f in frames:
+        vw.write(np.ascontiguousarray(f[..., ::-1]))
+    vw.release()
+
+
+def _video_bytes(name: str, cut: float | None = None, noise: bool = False) -> Callable[[Path, Image.Image], None]:
+    def make(root: Path, im: Image.Image) -> None:
+        if noise:
+            (root / name).write_bytes(np.random.RandomState(3).bytes(5000))
+            return
+        _write_video(root / name, _frames(im, 6))
+        data = (root / name).read_bytes()
+        (root / name).write_bytes(data[: int(len(data) * cut)] if cut is not None else data)
+    return make
+
+
+def _rotated_mp4(root: Path, im: Image.Image) -> None:
+    """A phone-style video: frames stored turned 90 degrees, a display matrix in the track header
+    (tkhd) that turns them back (270); plus the same frames stored upright."""
+    _write_video(root / "upright.mp4", _frames(im))
+    _write_video(root / "rotated.mp4", [np.ascontiguousarray(np.rot90(f, -1)) for f in _frames(im)])
+    data = bytearray((root / "rotated.mp4").read_bytes())
+    identity = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+    at = data.find(identity, data.find(b"tkhd"))
+    assert at > 0
+    data[at:at + 36] = struct.pack(">9I", 0, 0xFFFF0000, 0, 0x10000, 0, 0, 0, 0, 0x40000000)
+    (root / "rotated.mp4").write_bytes(bytes(data))
+
+
+def _gif(name: str, size: tuple[int, int] | None = None, durations: tuple[int, ...] = (100, 100, 100)
+         ) -> Callable[[Path, Image.Image], None]:
+    def make(root: Path, im: Image.Image) -> None:
+        frames = [Image.fromarray(f).resize(size) if size else Image.fromarray(f) for f in _frames(im, len(durations))]
+        frames[0].save(root / name, save_all=True, append_images=frames[1:], duration=list(durations), loop=0)
+    return make
+
+
+VFR_DURATIONS = (100, 300, 100, 500, 100)  # ms: the frames show at 0, 0.1, 0.4, 0.5 and 1.0 s
+VIDEOS: dict[str, tuple[Callable[[Path, Image.Image], None], str, tuple[str, ...]]] = {
+    # case -> (make the file(s), reason in unreadable.csv or READ, extra options)
+    "zero_byte": (lambda root, im: (root / "cam.mp4").write_bytes(b""), "zero-byte file", ()),
+    "zero_frames": (lambda root, im: _write_video(root / "cam.avi", [], "MJPG"), "no decodable frames", ()),
+    "truncated_mp4": (_video_bytes("cam.mp4", cut=0.6), "cannot open", ()),  # the index (moov) was at the end
+    "random_bytes": (_video_bytes("cam.mp4", noise=True), "cannot open", ()),
+    "odd_size_gif": (_gif("cam.gif", size=(165, 123)), READ, ()),
+    "variable_frame_rate_gif": (_gif("cam.gif", durations=VFR_DURATIONS), READ, ()),
+    "rotated_mp4": (_rotated_mp4, READ, ()),
+    "tiny_frames": (lambda root, im: _write_video(root / "cam.mp4", [np.zeros((2, 2, 3), np.uint8)] * 3), READ, ()),
+    "shrunk_to_one_pixel": (_video_bytes("cam.mp4"), READ, ("-o", "source.scale=0.001")),
+}
+
+
+@pytest.mark.parametrize("case", list(VIDEOS))
+def test_video_file(case, area, photo):
+    make, reason, extra = VIDEOS[case]
+    root = area / "in"
+    root.mkdir()
+    make(root, photo)
+    _write_video(root / "good.mp4", _frames(photo))  # a good video beside it still builds
+    out = area / "out"
+    invoke(["build-dataset", "video", "--root", str(root), "--out", str(out), *FAST, "-o", "source.stride=1", *extra],
+           area, out, (0,))
+    stats = json.loads((out / "stats.json").read_text())
+    bad, kept = table(out / "unreadable.csv"), table(out / "manifest.csv")
+    rows = kept + table(out / "rejected.csv")
+    assert any(r["source"] == "good.mp4" for r in kept) or extra
+    if reason:
+        assert len(bad) == 1 and bad[0]["line"] == "" and reason in bad[0]["reason"], bad
+        assert stats["counts"]["items"] == 3 and not any(r["source"] != "good.mp4" for r in rows)
+        return
+    assert bad == [] and stats["counts"]["items"] == stats["counts"]["items_read"]
+    if case == "odd_size_gif":
+        faces = [r for r in rows if r["source"] == "cam.gif"]
+        assert faces and all(float(r["x2"]) <= 165.5 and float(r["y2"]) <= 123.5 for r in faces)
+    if case == "variable_frame_rate_gif":
+        starts = np.cumsum((0,) + VFR_DURATIONS[:-1]) / 1000
+        times = {int(r["frame"]): float(r["time_s"]) for r in rows if r["source"] == "cam.gif"}
+        assert len(times) >= 4 and all(t == pytest.approx(starts[f], abs=1e-3) for f, t in times.items())
+        assert stats["counts"]["frames_vfr"] == 3  # frames 1, 3 and 4 are off the nominal rate
+    if case == "rotated_mp4":  # decoded upright: the same faces as the upright copy, within codec noise
+        up, turned = (np.array([[float(r["x1"]), float(r["y1"])] for r in rows if r["source"] == n and r["frame"] == "0"]
+                               ).reshape(-1, 2) for n in ("upright.mp4", "rotated.mp4"))
+        near = np.abs(up[:, None] - turned[None]).sum(-1).min(1) < 2  # per upright face: found in the rotated copy
+        assert len(up) >= 5 and near.mean() >= 0.8, (up, turned)
+
+
+VIDEO_CONFIGS = {
+    "scale_zero": ("source.scale=0", "source.scale must be in (0, 1]"),
+    "scale_above_one": ("source.scale=2.0", "source.scale must be in (0, 1]"),
+    "stride_zero": ("source.stride=0", "source.stride must be >= 1"),
+    "negative_track_gap": ("tracks.max_gap=-1", "tracks.max_gap"),
+    "negative_track_cap": ("tracks.max_faces=-2", "tracks.max_faces"),
+    "iou_above_one": ("tracks.min_iou=1.5", "tracks.min_iou"),
+    "size_ratio_below_one": ("tracks.max_size_ratio=0.5", "tracks.max_size_ratio"),
+    "track_option_unknown": ("tracks.max_len=3", "unknown TrackConfig option"),
+}
+
+
+@pytest.mark.parametrize("case", list(VIDEO_CONFIGS))
+def test_video_config(case, area, photo):
+    override, message = VIDEO_CONFIGS[case]
+    root = area / "in"
+    root.mkdir()
+    _write_video(root / "cam.mp4", _frames(photo))
+    out = area / "out"
+    res = invoke(["build-dataset", "video", "--root", str(root), "--out", str(out), *FAST, "-o", override],
+                 area, out, (1, 2))
+    assert message in res.output and len(res.output.strip().splitlines()) == 1, res.output
+
+
+def test_tracks_on_photos_are_refused(area, photo):
+    root = area / "in"
+    root.mkdir()
+    photo.save(root / "a.png")
+    out = area / "out"
+    res = invoke(["build-dataset", "folder", "--root", str(root), "--out", str(out), *FAST, "-o", "tracks.enabled=true"],
+                 area, out, (1, 2))
+    assert "links faces across video frames" in res.output and len(res.output.strip().splitlines()) == 1
 
 
 # ----- WIDER FACE annotations -------------------------------------------------------------------
