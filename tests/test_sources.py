@@ -177,6 +177,11 @@ def test_dukemtmc_build_from_frames_and_hdf5(tmp_path, scenes):
         k = owner(r, frames[frame][1])
         assert r["identity"] == truth[(frame, k)]
         assert r["split"] == "test" and float(r["time_s"]) == pytest.approx((frame - 1) / 59.940059, abs=1e-3)
+    # with tracks, faces are linked within the camera's frame folder; the person boxes still give the identity
+    tracked = build("dukemtmc", root, tmp_path / "tracked", *FAST, "-o", "tracks.enabled=true")
+    assert {r["identity"] for r in tracked} == {r["identity"] for r in rs}
+    assert all(r["track_id"].startswith("frames/camera1#") for r in tracked)
+    assert len({r["track_id"] for r in tracked}) == len(tracked)  # scene A, then scene B: nothing to link
 
 
 # ---- WIDER FACE --------------------------------------------------------------------------------

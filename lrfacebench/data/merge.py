@@ -87,17 +87,16 @@ def merge_shards(out: Path, plan: BuildPlan, cfg: BuildConfig, plan_hash: str, e
     thumbs = lr_thumbs(records)
     kept_all = [r for rec in records for r in rec["kept"]]
     shard_rejects = [r for rec in records for r in rec["rejected"]]
-    tracks: dict[str, str] = {}
     if cfg.tracks.enabled:
         tracks = track_ids(plan.items, kept_all + shard_rejects, cfg.tracks)
         drops = track_drops(kept_all, tracks, thumbs, cfg.filters, cfg.tracks)
+        for r in kept_all + shard_rejects:
+            r["track_id"] = tracks.get(r["face_id"], "")
+            if r["track_id"] and cfg.tracks.identity_from_track and "identity" in r and not r["identity"]:
+                r["identity"] = f"track:{r['track_id']}"  # the LR-DukeMTMC rule: annotated identity, else the track
     else:
         drops = {fid: ("near_duplicate", f"duplicates {j}")
                  for fid, j in window_duplicates(records, thumbs, cfg.filters, cfg.build.dedupe_window).items()}
-    for r in kept_all + shard_rejects:
-        r["track_id"] = tracks.get(r["face_id"], "")
-        if r["track_id"] and cfg.tracks.identity_from_track and "identity" in r and not r["identity"]:
-            r["identity"] = f"track:{r['track_id']}"
     excluded = exclusions.match(kept_all)
     final = [r for r in kept_all if r["face_id"] not in drops and r["face_id"] not in excluded]
     redo = sorted({int(r["face_id"][1:6]) for r in final

@@ -56,7 +56,7 @@ class TrackConfig:
 
     enabled: bool = False
     min_iou: float = 0.3
-    max_shift: float = 1.0
+    max_shift: float = 2.0
     max_size_ratio: float = 2.0
     max_gap: int = 1
     max_faces: int = 0
