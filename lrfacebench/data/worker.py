@@ -128,29 +128,35 @@ class ShardWorker:
     # -- reading ------------------------------------------------------------------------------
     def _load(self, item: Item) -> tuple[Item, np.ndarray]:
         """The item's image; a video frame's item gets the decoder's time of the frame."""
-        path = self.root / item.source
         if _is_video(item):
-            assert item.frame is not None
-            if self._video is None or self._video[0] != item.source:
-                if self._video:
-                    self._video[1].close()
-                self._video = (item.source, FrameReader(path, self.reader_options.scale))
-            reader = self._video[1]
-            frame = reader.read(item.frame)
-            if frame.time_s is None:
-                return item, frame.image
-            if reader.off_rate(item.frame, frame.time_s):  # counted, and logged once per video and shard
-                if item.source not in self._vfr:
-                    self._vfr.add(item.source)
-                    log.warning("%s: variable frame rate (frame %d decodes at %.3f s, not %.3f s at %g fps); "
-                                "times come from the frames' timestamps", item.source, item.frame, frame.time_s,
-                                item.frame / reader.fps, reader.fps)
-                self.counts["frames_vfr"] += 1
-            return dataclasses.replace(item, time_s=frame.time_s), frame.image
+            return self._frame(item)
+        path = self.root / item.source
         image = read_rgb(path)
         if item.source not in self.inputs:
             self.inputs[item.source] = sha256_file(path)
         return item, image
+
+    def _frame(self, item: Item) -> tuple[Item, np.ndarray]:
+        """A video frame (shrunk by ``source.scale``) and its item with ``time_s`` = the frame's
+        timestamp; frames off the nominal rate are counted ``frames_vfr`` and logged once per
+        video and shard."""
+        assert item.frame is not None
+        if self._video is None or self._video[0] != item.source:
+            if self._video:
+                self._video[1].close()
+            self._video = (item.source, FrameReader(self.root / item.source, self.reader_options.scale))
+        reader = self._video[1]
+        frame = reader.read(item.frame)
+        if frame.time_s is None:
+            return item, frame.image
+        if reader.off_rate(item.frame, frame.time_s):
+            if item.source not in self._vfr:
+                self._vfr.add(item.source)
+                log.warning("%s: variable frame rate (frame %d decodes at %.3f s, not %.3f s at %g fps); times "
+                            "come from the frames' timestamps", item.source, item.frame, frame.time_s,
+                            item.frame / reader.fps, reader.fps)
+            self.counts["frames_vfr"] += 1
+        return dataclasses.replace(item, time_s=frame.time_s), frame.image
 
     def _valid_annots(self, item: Item, image: np.ndarray) -> tuple[Annot, ...]:
         """Annotations that overlap the image; the others are reported as bad input."""
@@ -395,8 +401,8 @@ class ShardWorker:
         duplicates are left to the merge (:func:`lrfacebench.data.tracks.track_drops`).
         """
         reasons: list[str | None] = [f.reason for f in self.faces]
-        fcfg = dataclasses.replace(self.cfg.filters, dedupe=False) if self.cfg.tracks.enabled else self.cfg.filters
-        groups = {False: fcfg, True: _without_border(fcfg)}
+        base = dataclasses.replace(self.cfg.filters, dedupe=False) if self.cfg.tracks.enabled else self.cfg.filters
+        groups = {False: base, True: _without_border(base)}
         for whole, fcfg in groups.items():
             idx = [i for i, f in enumerate(self.faces)
                    if f.reason is None and f.item.mode != "paired" and f.whole == whole]
