@@ -54,11 +54,12 @@ def build_dataset_command(source: str, root: Path | None, out: Path, workers: in
 
     \b
     SOURCE: pipa, dukemtmc, widerface (genuine-LR faces of average size <= 16 px found by a
-    tiny-face detector), celeba, helen (64x64 HR + 16x16 LR = DS(HR) pairs), folder, video
-    (any images or videos), sample (the embedded sample; no --root needed), degraded (HR
-    faces of any folder, a built paired set or the sample + a seeded real-world degradation
-    chain as LR, parameters per face in the manifest), degraded_scenes (photos shrunk until
-    their faces are 8-16 px and JPEG-stored, faces detected there, HR cut from the original).
+    tiny-face detector), celeba, helen (64x64 HR + 16x16 LR = DS(HR) pairs), folder (any
+    images), video (any videos and animated GIFs; faces linked into tracks), sample (the
+    embedded sample; no --root needed), degraded (HR faces of any folder, a built paired set
+    or the sample + a seeded real-world degradation chain as LR, parameters per face in the
+    manifest), degraded_scenes (photos shrunk until their faces are 8-16 px and JPEG-stored,
+    faces detected there, HR cut from the original).
     Settings come from the recipe pipelines/SOURCE.toml, then --config, then -o KEY=VALUE.
 
     \b
@@ -72,6 +73,7 @@ def build_dataset_command(source: str, root: Path | None, out: Path, workers: in
       lrfb build-dataset sample --out lrfb-data/sample
       lrfb build-dataset pipa --root /data/PIPA --out lrfb-data/lr-pipa --workers 4
       lrfb build-dataset video --root clip.mp4 --out lrfb-data/clip -o source.stride=10
+      lrfb build-dataset video --root hd.mp4 --out lrfb-data/hd-lr -o source.scale=0.25
       lrfb build-dataset degraded --root lrfb-data/helen --out lrfb-data/helen-degraded --seed 1
       lrfb build-dataset pipa --root /data/PIPA --out lrfb-data/lr-pipa --exclude review-decisions.csv
     """
