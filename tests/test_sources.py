@@ -181,7 +181,7 @@ def test_dukemtmc_build_from_frames_and_hdf5(tmp_path, scenes):
     tracked = build("dukemtmc", root, tmp_path / "tracked", *FAST, "-o", "tracks.enabled=true")
     assert {r["identity"] for r in tracked} == {r["identity"] for r in rs}
     assert all(r["track_id"].startswith("frames/camera1#") for r in tracked)
-    assert len({r["track_id"] for r in tracked}) == len(tracked)  # scene A, then scene B: nothing to link
+    assert len({(r["track_id"], r["frame"]) for r in tracked}) == len(tracked)  # one face per track and frame
 
 
 # ---- WIDER FACE --------------------------------------------------------------------------------
