@@ -22,7 +22,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from lrfacebench import config as cfglib
-from lrfacebench import io
+from lrfacebench import io, zoo
 from lrfacebench.data.faces import load_faces
 from lrfacebench.errors import TrainError
 from lrfacebench.methods import Method, Stage
@@ -120,7 +120,7 @@ class Trainer:
         write_run_config(plan.out, {
             "method": self.spec.method, "preset": plan.preset, "variant": plan.variant,
             "config": cfglib.to_dict(plan.config), "config_hash": plan.config_hash,
-            "engine": dataclasses.asdict(plan.engine)})
+            "engine": dataclasses.asdict(plan.engine), **({"init": plan.init} if plan.init else {})})
         record_session(plan.out, {**environment(device), "seed": plan.seed, "deterministic": plan.deterministic,
                                   "world_size": world_size, "data": plan.data_info}, plan.stored_env)
 
@@ -140,7 +140,7 @@ class Trainer:
                         world_size=ctx.world_size, channels_last=channels_last, hflip=plan.config.hflip)
         self._fixed = fixed_faces(sets, engine.n_samples, device)
 
-        start_index, start_step, elapsed = self._restore(method, stages, device, ctx, plan.seed)
+        start_index, start_step, elapsed = self._restore(method, stages, device, ctx, plan.seed, plan.init)
         if start_index is None:
             log.info("nothing left to train in %s", out)
         else:
@@ -163,13 +163,18 @@ class Trainer:
         return out
 
     def _restore(self, method: Method, stages: list[Stage], device: torch.device, ctx: DistContext,
-                 seed: int) -> tuple[int | None, int, float]:
-        """Load the checkpoint this session starts from; return ``(stage_index, step, elapsed)``,
-        stage_index ``None`` when there is nothing left to run."""
+                 seed: int, init: dict[str, str] | None) -> tuple[int | None, int, float]:
+        """Load the checkpoint this session starts from (none: the zoo weights of ``init``, if
+        any); return ``(stage_index, step, elapsed)``, stage_index ``None`` when there is nothing
+        left to run."""
         found = self._starting_checkpoint(stages)
         if found is None:
             if self.spec.resume:
                 log.info("no checkpoint in %s: starting from scratch", self.run_dir)
+            if init:
+                if zoo.init_nets(method, init["zoo"]).sha256 != init["sha256"]:
+                    raise TrainError(f"zoo model {init['zoo']} changed since this run was set up")
+                log.info("initialised from zoo model %s (sha256 %s…)", init["zoo"], init["sha256"][:12])
             seed_everything(derive_seed(seed, "train", ctx.rank), self.deterministic)
             return (0 if stages else None), 0, 0.0
         path, state = found
