@@ -182,8 +182,8 @@ def build(t: Target, args: argparse.Namespace, held: HeldOut) -> dict[str, Any]:
     run, wall = ensure_run(t, args.preset, args.seed, args.runs, args.device)
     final_sha = io.sha256_file(run / FINAL)
     old = zoo.entries(args.zoo).get(t.name)
-    if (old is not None and old.card.get("source_sha256") == final_sha and old.card.get("preset") == args.preset
-            and old.path.is_file() and io.sha256_file(old.path) == old.sha256):
+    if (old is not None and old.card.get("complete") and old.card.get("source_sha256") == final_sha
+            and old.card.get("preset") == args.preset and old.path.is_file() and io.sha256_file(old.path) == old.sha256):
         print(f"[{t.name}] up to date ({old.path.name}, from {run.name})", flush=True)
         return {**old.card, "wall": wall}
     method = load_method(run, "cpu", nets="all" if t.kind == "recognizer" else "deployed")
@@ -203,7 +203,7 @@ def build(t: Target, args: argparse.Namespace, held: HeldOut) -> dict[str, Any]:
         "config_hash": io.load_checkpoint(run / FINAL)["config_hash"],
         "parameters": sum(p.numel() for n in nets for p in method.nets[n].parameters()),
         "source_sha256": final_sha, "training": training_record(run), "data": data, "licences": licences,
-        "metrics": [], "bicubic_ssim": None,
+        "metrics": [], "bicubic_ssim": None, "complete": t.kind == "recognizer",
         "intended_use": USE_SR if t.kind == "sr" else USE_RECOGNIZER, "limits": LIMITS}
     zoo.write_entry(card, args.zoo)  # loadable now: the benchmark below evaluates this very file
     if t.kind == "sr":
@@ -211,6 +211,7 @@ def build(t: Target, args: argparse.Namespace, held: HeldOut) -> dict[str, Any]:
         card["bicubic_ssim"] = {"median": float(np.median(ssim)), "n": len(ssim), "threshold": checks.SSIM_THRESHOLD,
                                 "set": "sample genuine_lr test crops"}
         card["metrics"] = card_metrics(t.name, t.key.method, args.bench_out, args.device)
+        card["complete"] = True
         zoo.write_entry(card, args.zoo)
     return {**card, "wall": wall}
 
@@ -233,13 +234,14 @@ def main() -> int:
     print("building: " + ", ".join(t.name for t in todo), flush=True)
     held = HeldOut(args.bench_out)
     done = [build(t, args, held) for t in todo]
-    print(f"\n{'model':<24} {'train min':>9} {'this session':>12} {'fp16 gap':>10} {'dtype':<8} {'MB':>6} {'ssim~bic':>8}")
+    print(f"\n{'model':<24} {'train min':>9} {'this session':>12} {'fp16 check':>16} {'dtype':<8} {'MB':>6} {'ssim~bic':>8}")
     failed = []
     for c in done:
         ssim = (c.get("bicubic_ssim") or {}).get("median")
         passed = ssim is None or ssim >= checks.SSIM_THRESHOLD
         failed += [] if passed else [c["name"]]
-        print(f"{c['name']:<24} {c['training']['seconds'] / 60:>9.1f} {c['wall'] / 60:>10.1f} m {c['fp16_gap']:>10.4f} "
+        check = f"cos {c['fp16_gap']:.6f}" if c["kind"] == "recognizer" else f"{c['fp16_gap']:.4f} dB"
+        print(f"{c['name']:<24} {c['training']['seconds'] / 60:>9.1f} {c['wall'] / 60:>10.1f} m {check:>16} "
               f"{c['dtype']:<8} {c['bytes'] / 1e6:>6.2f} {'' if ssim is None else f'{ssim:.3f}':>8}"
               f"{'' if passed else '  FAILS the face check'}")
     total = sum(p.stat().st_size for p in zoo.MODELS_DIR.glob("*") if p.is_file())

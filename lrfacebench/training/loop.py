@@ -24,7 +24,7 @@ from tqdm import tqdm
 from lrfacebench import config as cfglib
 from lrfacebench import io, zoo
 from lrfacebench.data.faces import load_faces
-from lrfacebench.errors import TrainError
+from lrfacebench.errors import RunError, TrainError
 from lrfacebench.methods import Method, Stage
 from lrfacebench.runs import (FINAL, MetricsCSV, checkpoint_path, export_final, list_checkpoints, newest_loadable,
                               record_session, save_training_checkpoint, write_run_config)
@@ -109,6 +109,13 @@ class Trainer:
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = not plan.deterministic
         method = plan.cls(plan.config, device)
+        if plan.init:  # a checkpoint, when the run continues from one, replaces these nets later
+            try:
+                if zoo.init_nets(method, plan.init["zoo"]).sha256 != plan.init["sha256"]:
+                    raise TrainError(f"zoo model {plan.init['zoo']} changed since {plan.out} was started from it")
+            except RunError as e:
+                raise TrainError(str(e)) from None
+            log.info("initialised from zoo model %s (sha256 %s…)", plan.init["zoo"], plan.init["sha256"][:12])
         names = [st.name for st in method.stages()]
         check_needs(method.stages(), plan.lists)
         if self.spec.stage is not None and self.spec.stage not in names:
@@ -140,7 +147,7 @@ class Trainer:
                         world_size=ctx.world_size, channels_last=channels_last, hflip=plan.config.hflip)
         self._fixed = fixed_faces(sets, engine.n_samples, device)
 
-        start_index, start_step, elapsed = self._restore(method, stages, device, ctx, plan.seed, plan.init)
+        start_index, start_step, elapsed = self._restore(method, stages, device, ctx, plan.seed)
         if start_index is None:
             log.info("nothing left to train in %s", out)
         else:
@@ -163,18 +170,13 @@ class Trainer:
         return out
 
     def _restore(self, method: Method, stages: list[Stage], device: torch.device, ctx: DistContext,
-                 seed: int, init: dict[str, str] | None) -> tuple[int | None, int, float]:
-        """Load the checkpoint this session starts from (none: the zoo weights of ``init``, if
-        any); return ``(stage_index, step, elapsed)``, stage_index ``None`` when there is nothing
-        left to run."""
+                 seed: int) -> tuple[int | None, int, float]:
+        """Load the checkpoint this session starts from; return ``(stage_index, step, elapsed)``,
+        stage_index ``None`` when there is nothing left to run."""
         found = self._starting_checkpoint(stages)
         if found is None:
             if self.spec.resume:
                 log.info("no checkpoint in %s: starting from scratch", self.run_dir)
-            if init:
-                if zoo.init_nets(method, init["zoo"]).sha256 != init["sha256"]:
-                    raise TrainError(f"zoo model {init['zoo']} changed since this run was set up")
-                log.info("initialised from zoo model %s (sha256 %s…)", init["zoo"], init["sha256"][:12])
             seed_everything(derive_seed(seed, "train", ctx.rank), self.deterministic)
             return (0 if stages else None), 0, 0.0
         path, state = found

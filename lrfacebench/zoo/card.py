@@ -31,10 +31,10 @@ def sample_licences(names: Iterable[str]) -> dict[str, int]:
     return dict(sorted(Counter(licence[n] for n in names).items()))
 
 
-def _num(x: Any, digits: int = 3, sign: bool = False) -> str:
+def _num(x: Any, sign: bool = False) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "—"
-    return f"{x:{'+' if sign else ''}.{digits}f}"
+    return f"{x:{'+' if sign else ''}.{4 if abs(x) < 1 else 2}f}"
 
 
 def _metrics_table(rows: list[dict[str, Any]]) -> list[str]:
