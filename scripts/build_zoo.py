@@ -111,7 +111,9 @@ def ensure_run(t: Target, preset: str, seed: int, runs: Path, device: str) -> tu
     print(f"[{t.name}] training {t.key.label} ({preset}) -> {out}", flush=True)
     t0 = time.perf_counter()
     train(t.key.method, preset, variant=t.key.variant, out=out, seed=seed + t.key.seed_offset, device=device,
-          overrides=t.key.overrides + ("engine.keep_stage_checkpoints=false",),
+          # a checkpoint every 200 steps: a killed build loses minutes, not an hour (CR's stage 1 SR
+          # is 2000 steps); only the newest end-of-stage one is kept
+          overrides=t.key.overrides + ("engine.keep_stage_checkpoints=false", "engine.checkpoint_every=200"),
           resume=out.is_dir() and any(out.iterdir()))
     return out, time.perf_counter() - t0
 

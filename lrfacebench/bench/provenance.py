@@ -165,7 +165,8 @@ class TrainedRuns:
                 "date": dt.date.today().isoformat()}
         if key is not None:
             w = self.weights(key)
-            prov.update(run_id=f"{w.id} ({w.note})" if w.note else w.id if w.sha256 else f"{key.method} (untrained)",
+            run_id = f"{w.id} ({w.note})" if w.note else w.id
+            prov.update(run_id=run_id if w.sha256 else f"{key.method} (untrained)",
                         checkpoint_sha256=w.sha256, config_sha256=w.config_sha256)
         self._provenance[key] = prov
         return prov

@@ -2,11 +2,14 @@
 and the Markdown rendering of a card (``STEM.md`` beside ``STEM.json``; ``lrfb zoo show``).
 
 A card is the JSON dict ``scripts/build_zoo.py`` writes: the entry fields (``name``, ``method``,
-``kind``, ``net``, ``weights``, ``sha256``), then ``summary``, ``variant``, ``preset``, ``seed``,
-``config_hash``, ``parameters``, ``bytes``, ``dtype``, ``fp16_check``, ``training`` (run, seconds,
-device, torch threads, commit, versions), ``data`` (per stream: source, faces, identities, splits,
-sha256), ``licences`` (licence -> number of training files), ``metrics`` (rows next to bicubic with
-a paired bootstrap interval), ``bicubic_ssim`` (the zoo's face check), ``intended_use``, ``limits``.
+``kind``, ``net``, ``weights``, ``sha256``), then ``nets``, ``summary``, ``variant``, ``preset``,
+``seed``, ``overrides``, ``config_hash``, ``parameters``, ``bytes``, ``dtype``, ``fp16_gap`` and
+``fp16_check`` (:mod:`lrfacebench.zoo.checks`), ``source_sha256`` (the run's ``final.pt``),
+``training`` (run, seconds, device, torch threads, start, commit, versions, sessions), ``data``
+(per stream used: source, faces, identities, splits, sha256), ``licences`` (licence -> number of
+training files), ``metrics`` (rows next to bicubic with a paired bootstrap interval),
+``bicubic_ssim`` (the face check), ``intended_use``, ``limits`` and ``complete`` (false while the
+build is still measuring it).
 """
 from __future__ import annotations
 
