@@ -198,3 +198,23 @@ def test_benchmark_presets_that_train_need_train(tmp_path):
     assert res.exit_code == 1 and "add --train" in res.output
     res = CliRunner().invoke(main, ["benchmark", "--seeds", "0,1", "--out", str(tmp_path)])
     assert res.exit_code == 1 and "add --train" in res.output
+
+
+def test_evaluate_identity_takes_the_zoo_recogniser(tmp_path):
+    """`--recognizer centreface-independent` is the zoo's: a face against itself scores 1, and
+    swapping two faces lowers exactly those two cosines."""
+    hr, sr = tmp_path / "hr", tmp_path / "sr"
+    hr.mkdir()
+    for p in list_sample("hr", ("test",)).paths[:4]:
+        shutil.copy(p, hr / p.name)
+    shutil.copytree(hr, sr)
+    a, b = sorted(sr.iterdir())[:2]
+    a_bytes = a.read_bytes()
+    a.write_bytes(b.read_bytes())
+    b.write_bytes(a_bytes)
+    res = CliRunner().invoke(main, ["evaluate", "identity", str(sr), str(hr), "--recognizer", "centreface-independent",
+                                    "--device", "cpu", "--json", str(tmp_path / "id.json")])
+    assert res.exit_code == 0, res.output
+    (result,) = io.read_json(tmp_path / "id.json")["results"]
+    cos = sorted(result["per_face"].values())
+    assert cos[1] < 0.9999 and all(abs(c - 1) < 1e-5 for c in cos[2:])

@@ -30,6 +30,7 @@ from lrfacebench import io
 from lrfacebench.errors import RunError
 from lrfacebench.methods import Method
 from lrfacebench.runs import load_method, method_from_state, recognizer_embed, safetensors_state
+from lrfacebench.runs import load_recognizer as runs_load_recognizer
 from lrfacebench.weights import WeightError, WeightFile, read_verified
 from lrfacebench.zoo.card import render
 
@@ -124,6 +125,14 @@ def recognizer(name: str, device: torch.device | str = "cpu") -> Callable[[torch
     """``embed``: ``(N,3,64,64)`` float in [0,1] -> ``(N,D)`` features of the zoo recogniser ``name``."""
     e = entry(name, "recognizer")
     return recognizer_embed(load(name, device), e.net, e.path)
+
+
+def load_recognizer(spec: str, device: torch.device | str = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
+    """What ``--recognizer SPEC`` loads: a zoo recogniser's name (``centreface-independent``), unless
+    a path of that name exists, else ``RUN[:NET]`` (:func:`lrfacebench.runs.load_recognizer`)."""
+    if not Path(spec).exists() and has(spec, "recognizer"):
+        return recognizer(spec, device)
+    return runs_load_recognizer(spec, str(device))
 
 
 def init_nets(method: Method, name: str) -> Entry:
