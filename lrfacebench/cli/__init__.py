@@ -98,7 +98,7 @@ def main(verbose: int, quiet: bool) -> None:
     \b
     Examples:
       lrfb build-dataset sample --out lrfb-data/sample
-      lrfb sr cr faces/ --out sr/          # the zoo's trained CR
+      lrfb sr vdsr faces/ --out sr/        # a zoo model (lrfb zoo list)
       lrfb train cr --preset smoke --out runs/cr-smoke
       lrfb benchmark --all
     """

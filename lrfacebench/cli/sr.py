@@ -28,7 +28,7 @@ def sr_command(weights: str, inputs: tuple[Path, ...], out: Path, artificial: bo
 
     \b
     Examples:
-      lrfb sr cr faces/ --out sr/                 # the zoo's CR
+      lrfb sr vdsr faces/ --out sr/               # the zoo's VDSR
       lrfb sr runs/cr-smoke faces/ --out sr/
       lrfb sr bicubic face1.png face2.jpg --out sr-bicubic/
       lrfb sr runs/cr/final.pt helen_lr/ --artificial --out sr-helen/

@@ -12,7 +12,7 @@ def zoo_group() -> None:
 
     \b
     A zoo name means its weights wherever a method is asked for:
-      lrfb sr cr faces/ --out sr/            # the zoo's CR
+      lrfb sr vdsr faces/ --out sr/          # the zoo's VDSR
       lrfb benchmark --all                   # every method's zoo weights, nothing trained
       lrfb train vdsr --preset cpu --init zoo --out runs/vdsr-ft   # fine-tune from them
     Rebuild the zoo from scratch: python scripts/build_zoo.py
