@@ -63,7 +63,9 @@ def render(card: dict[str, Any]) -> str:
                 + ", ".join(f"`{n}`" for n in card["nets"])) + f"; {card['parameters']:,} parameters",
              f"- fp16 check: {card['fp16_check']}",
              "", "## Training", "",
-             f"- preset `{card['preset']}`, seed {card['seed']}, config sha256 `{card['config_hash']}`",
+             f"- preset `{card['preset']}`"
+             + "".join(f" `-o {o}`" for o in card.get("overrides", ()))
+             + f", seed {card['seed']}, config sha256 `{card['config_hash']}`",
              f"- {t['seconds'] / 60:.1f} min of training on `{t['device']}` ({t['torch_threads']} torch "
              f"thread(s)), started {t['started']}",
              f"- lrfacebench {t['lrfacebench']}, commit `{t['commit'] or 'unknown'}`, torch {t['torch']}",
