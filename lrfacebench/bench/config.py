@@ -23,6 +23,9 @@ class BenchConfig:
     """What one ``lrfb benchmark`` invocation runs (snapshotted to ``OUT/config.json``)."""
 
     preset: str = "demo"
+    # False: every model comes from the zoo (lrfacebench.zoo), and only what it lacks is trained
+    # (with the preset); True: every model is trained with the preset (runs in ``runs``)
+    train: bool = False
     tables: tuple[str, ...] = TABLE_ORDER
     methods: tuple[str, ...] = ()  # restrict to these method names (empty = every method of a table)
     data: dict[str, str] = field(default_factory=dict)  # NAME -> built dataset folder

@@ -31,7 +31,6 @@ from lrfacebench.metrics.inception import InceptionFeatures, load_inception
 from lrfacebench.metrics.psnr_ssim import measure_tensors
 from lrfacebench.metrics.recognition import rank1_cmc
 from lrfacebench.pixels import to_unit_float
-from lrfacebench.runs import train_seconds
 
 
 class Evaluation:
@@ -238,10 +237,10 @@ def complexity(ev: Evaluation, table: str, spec: Mapping[str, Any]) -> list[Resu
                           protocol=f"{arch}; batch 1; {c['warmup']} warm-up; median of {c['n_timed']}; {dev}"),
                    ev.row(table, None, key, metric="faces_per_s", value=c["faces_per_s"],
                           higher_is_better=True, protocol=f"{arch}; batch {c['large_batch']}; {dev}")]
-            run = ev.runs.ensure_trained(key)
-            if run is not None:
-                out.append(ev.row(table, None, key, metric="train_hours", value=train_seconds(run) / 3600,
-                                  protocol=f"wall time of the run ({ev.cfg.training_preset} preset); {dev}"))
+            w = ev.runs.weights(key)
+            if w.train_seconds is not None:
+                out.append(ev.row(table, None, key, metric="train_hours", value=w.train_seconds / 3600,
+                                  protocol=f"training time ({w.preset} preset); device={w.train_device}"))
             return [Result(row, key.label) for row in out]
         parts = {"kind": "complexity", "run": ev.run_id(key), "key": key.label, "device": str(ev.device),
                  "timing": TIMING[ev.cfg.preset]}

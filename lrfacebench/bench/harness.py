@@ -1,5 +1,5 @@
-"""``lrfb benchmark``: table specs (``tables.toml``, data) -> training runs -> cached SR outputs ->
-metric rows -> ``tableN.csv``, ``leaderboard.csv``, ``LEADERBOARD.md``, figures.
+"""``lrfb benchmark``: table specs (``tables.toml``, data) -> zoo weights or training runs -> cached
+SR outputs -> metric rows -> ``tableN.csv``, ``leaderboard.csv``, ``LEADERBOARD.md``, figures.
 
 The parts, each its own module: :mod:`.config` (what is run), :mod:`.data` (the test sets),
 :mod:`.provenance` (trained runs and what produced a row), :mod:`.cache` (SR outputs as PNG
@@ -38,6 +38,9 @@ class Benchmark:
     def __init__(self, cfg: BenchConfig) -> None:
         if cfg.preset not in BENCH_PRESETS:
             raise ValueError(f"unknown preset {cfg.preset!r}; choose from {sorted(BENCH_PRESETS)}")
+        if cfg.preset != "demo" and not cfg.train:
+            raise ValueError(f"preset {cfg.preset!r} trains every model: add --train (without it the "
+                             "zoo's weights are evaluated, and models the zoo lacks get the demo's smoke training)")
         all_tables = load_tables()
         unknown = set(cfg.tables) - set(all_tables)
         if unknown:
@@ -89,6 +92,8 @@ def run_seeds(cfg: BenchConfig, seeds: Iterable[int]) -> list[Row]:
     """The benchmark once per training seed (``OUT/seed-S``; runs, data and FID features shared),
     then every result aggregated into ``OUT``: mean ± std across seeds (``n_runs``) beside each
     seed's bootstrap interval (see :func:`lrfacebench.bench.leaderboard.aggregate`)."""
+    if not cfg.train:
+        raise ValueError("several seeds train one model each: add --train (the zoo holds one model per method)")
     out, seeds = Path(cfg.out), list(seeds)
     rows: list[Row] = []
     titles: dict[str, str] = {}

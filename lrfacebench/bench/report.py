@@ -33,13 +33,25 @@ def write_leaderboard(out: Path, rows: list[Row], specs: dict[str, dict[str, Any
                       env: dict[str, Any], device: str) -> None:
     """``leaderboard.csv`` (every row) and ``LEADERBOARD.md`` (one wide table per table and metric)."""
     write_rows(out / "leaderboard.csv", rows)
-    header = (f"# lrfacebench leaderboard\n\nPreset `{cfg.preset}` (training preset "
-              f"`{cfg.training_preset}`), device `{env.get('gpu') or device}`, "
-              f"lrfacebench {env['lrfacebench']}, {dt.date.today().isoformat()}. "
+    weights = (f"every model trained with the `{cfg.training_preset}` preset" if cfg.train else
+               f"the model zoo's weights (`lrfb zoo list`; models it lacks trained with the "
+               f"`{cfg.training_preset}` preset, as the Weights table says)")
+    header = (f"# lrfacebench leaderboard\n\nPreset `{cfg.preset}`: {weights}; device "
+              f"`{env.get('gpu') or device}`, lrfacebench {env['lrfacebench']}, {dt.date.today().isoformat()}. "
               "Rows marked *reported in paper* are the values printed in Cheng et al. (WACV 2020) "
               "on their datasets, shown for reference only; every other value was measured by this "
               "run. Each dataset column states its N below the table.\n\n")
-    io.write_text(out / "LEADERBOARD.md", header + render_markdown(aggregate(rows), table_titles(specs)))
+    io.write_text(out / "LEADERBOARD.md", header + render_markdown(aggregate(rows), table_titles(specs))
+                  + weights_table(rows))
+
+
+def weights_table(rows: Iterable[Row]) -> str:
+    """Markdown: which weights each method's rows used (zoo name or run id, and sha256)."""
+    used = sorted({(r.method, r.variant, r.run_id, r.checkpoint_sha256) for r in rows
+                   if r.source == "reproduced" and r.run_id})
+    lines = ["", "## Weights", "", "| method | variant | weights | sha256 |", "|---|---|---|---|"]
+    lines += [f"| {m} | {v} | {run} | {('`' + sha[:16] + '…`') if sha else '—'} |" for m, v, run, sha in used]
+    return "\n".join(lines) + "\n"
 
 
 def write_seed_leaderboard(out: Path, merged: list[Row], titles: dict[str, str], seeds: Sequence[int]) -> None:

@@ -21,7 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "card": ("lrfacebench.cli.build:card_command", "Regenerate DATASET_CARD.md of a built dataset."),
     "methods": ("lrfacebench.cli.train:methods_command", "List every method with its presets and variants."),
     "train": ("lrfacebench.cli.train:train_command", "Train CR or a baseline into a run directory."),
-    "sr": ("lrfacebench.cli.sr:sr_command", "Super-resolve face images with a trained run or weights."),
+    "sr": ("lrfacebench.cli.sr:sr_command", "Super-resolve face images with a zoo model, a trained run or weights."),
+    "zoo": ("lrfacebench.cli.zoo:zoo_group", "List, show and verify the model zoo's trained weights and cards."),
     "evaluate": ("lrfacebench.cli.evaluate:evaluate_group",
                  "Compute one metric: fid, kid, psnr-ssim, identity, rank1."),
     "benchmark": ("lrfacebench.cli.bench:benchmark_command",
@@ -34,7 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 # Commands whose bodies import torch: ``main`` imports it first with Ctrl-C held back (see there).
-TORCH_COMMANDS = frozenset({"build-dataset", "train", "sr", "evaluate", "benchmark", "doctor", "diagnose"})
+TORCH_COMMANDS = frozenset({"build-dataset", "train", "sr", "evaluate", "benchmark", "doctor", "diagnose", "zoo"})
 
 
 class LazyGroup(click.Group):
@@ -97,6 +98,7 @@ def main(verbose: int, quiet: bool) -> None:
     \b
     Examples:
       lrfb build-dataset sample --out lrfb-data/sample
+      lrfb sr vdsr faces/ --out sr/        # a zoo model (lrfb zoo list)
       lrfb train cr --preset smoke --out runs/cr-smoke
       lrfb benchmark --all
     """

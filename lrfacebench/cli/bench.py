@@ -35,9 +35,13 @@ def _seeds(value: str | None) -> list[int]:
 @click.option("--all", "all_tables", is_flag=True, help="Every table (default when no --table is given).")
 @click.option("--table", "tables", multiple=True, metavar="N",
               help="Only these tables: 1..7, degraded (table_degraded) or complexity (repeatable).")
+@click.option("--train", "train_", is_flag=True,
+              help="Train every model with --preset instead of evaluating the zoo's weights "
+                   "(`lrfb zoo list`), as --seeds does.")
 @click.option("--preset", type=click.Choice(["demo", "cpu", "paper"]), default="demo", show_default=True,
-              help="demo: smoke training on the embedded sample (minutes on a CPU); cpu: tens of "
-                   "minutes per method; paper: the paper's schedules (GPU).")
+              help="Training preset: demo = smoke training (seconds per method; without --train only for "
+                   "models the zoo lacks); with --train also cpu (tens of minutes per method) or paper "
+                   "(the paper's schedules, GPU).")
 @click.option("--data", "data", multiple=True, metavar="NAME=DIR",
               help="A dataset built by `lrfb build-dataset`. celeba -> training HR (train split) and FID "
                    "reference (test split); widerface -> training genuine LR; helen -> Table 3; any other "
@@ -65,15 +69,18 @@ def _seeds(value: str | None) -> list[int]:
 @click.option("--inception", type=click.Path(path_type=Path), default=None,
               help="FID Inception weights file (default: found offline and hash-checked; see lrfb doctor).")
 @click.option("--trials", type=int, default=10, show_default=True, help="Rank-1 gallery/probe trials.")
-def benchmark_command(all_tables: bool, tables: tuple[str, ...], preset: str, data: tuple[str, ...],
+def benchmark_command(all_tables: bool, tables: tuple[str, ...], train_: bool, preset: str, data: tuple[str, ...],
                       reference: Path | None, genuine: tuple[str, ...], paired: tuple[str, ...],
                       methods: tuple[str, ...], runs: Path | None, out: Path, device: str, seed: int,
                       seeds: str | None, bootstrap: int, fid_mode: str, inception: Path | None,
                       trials: int) -> None:
     """Run every method on every test set and write the paper's Tables 1-7 and complexity table.
 
-    Trains what is missing (finished runs in --runs are reused), caches SR outputs, features and
-    every evaluation under --out, so a killed benchmark resumes without redoing finished work.
+    Evaluates the model zoo's trained weights and trains nothing, except a model the zoo lacks
+    (trained with the smoke preset, and its rows say so); --train trains every model with --preset
+    instead (finished runs in --runs are reused). Every row names its weights: zoo name and sha256,
+    or run id. SR outputs, features and every evaluation are cached under --out, so a killed
+    benchmark resumes without redoing finished work.
 
     \b
     Every row of a table with a reference method (bicubic; the ablation partner) carries its
@@ -86,11 +93,12 @@ def benchmark_command(all_tables: bool, tables: tuple[str, ...], preset: str, da
 
     \b
     Examples:
-      lrfb benchmark --all                                  # demo on the embedded sample
+      lrfb benchmark --all                                  # zoo weights on the embedded sample
+      lrfb benchmark --all --train                          # retrain everything (smoke preset)
       lrfb benchmark --table 1 --table 3 --methods cr --methods bicubic
       lrfb benchmark --table 1 --table degraded --methods bicubic --methods nearest \\
           --methods bicubic_noise --genuine tiny=crops/ --paired deg=lrfb-data/degraded --reference hr/
-      lrfb benchmark --all --preset paper --device cuda --data celeba=data/celeba \\
+      lrfb benchmark --all --train --preset paper --device cuda --data celeba=data/celeba \\
           --data widerface=data/wider --data lr-pipa=data/lr-pipa --data helen=data/helen
     """
     from lrfacebench.bench.config import TABLE_ORDER, BenchConfig, load_tables, table_titles
@@ -98,7 +106,7 @@ def benchmark_command(all_tables: bool, tables: tuple[str, ...], preset: str, da
     from lrfacebench.bench.leaderboard import aggregate, render_markdown
 
     selected = tuple(_table_name(t) for t in tables) if tables and not all_tables else TABLE_ORDER
-    cfg = BenchConfig(preset=preset, tables=selected, methods=methods, data=_pairs(data, "--data"),
+    cfg = BenchConfig(preset=preset, train=train_, tables=selected, methods=methods, data=_pairs(data, "--data"),
                       reference=str(reference) if reference else "", genuine=_pairs(genuine, "--genuine"),
                       paired=_pairs(paired, "--paired"), runs=str(runs) if runs else "", out=str(out),
                       device=device, seed=seed, fid_mode=fid_mode, inception=str(inception) if inception else "",

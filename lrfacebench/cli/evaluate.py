@@ -144,9 +144,10 @@ def psnr_ssim_command(sr_dir: Path, hr_dir: Path, crop_border: int, json_path: P
 @evaluate_group.command("identity", context_settings=_CTX)
 @click.argument("sr_dir", type=_DIR)
 @click.argument("hr_dir", type=_DIR)
-@click.option("--recognizer", required=True, metavar="RUN[:NET]",
-              help="Trained run (directory or checkpoint) and its recognition net, one that the evaluated "
-                   "method did not train against.  [NET default: phi_fr]")
+@click.option("--recognizer", required=True, metavar="ZOO|RUN[:NET]",
+              help="A zoo recogniser (e.g. centreface-independent, see `lrfb zoo list`), or a trained run "
+                   "(directory or checkpoint) and its recognition net; one that the evaluated method did "
+                   "not train against.  [NET default: phi_fr]")
 @click.option("--bootstrap", default=1000, show_default=True, type=click.IntRange(min=100),
               help="Bootstrap resamples over faces for the 95 % interval of the mean.")
 @click.option("--seed", default=0, show_default=True, type=int)
@@ -161,7 +162,10 @@ def identity_command(sr_dir: Path, hr_dir: Path, recognizer: str, bootstrap: int
     faces of another size than 64x64 are resized (bicubic). Mean over faces and its 95 %
     bootstrap interval.
 
-    Example: lrfb evaluate identity sr/degraded lrfb-data/degraded/hr64 --recognizer runs/cr:phi_fr
+    \b
+    Examples:
+      lrfb evaluate identity sr/degraded lrfb-data/degraded/hr64 --recognizer centreface-independent
+      lrfb evaluate identity sr/degraded lrfb-data/degraded/hr64 --recognizer runs/cr:phi_fr
     """
     import numpy as np
 
@@ -169,7 +173,7 @@ def identity_command(sr_dir: Path, hr_dir: Path, recognizer: str, bootstrap: int
     from lrfacebench.metrics.identity import identity_cosine
     from lrfacebench.metrics.psnr_ssim import read_pairs
     from lrfacebench.metrics.recognition import faces_tensor
-    from lrfacebench.runs import load_recognizer
+    from lrfacebench.zoo import load_recognizer
 
     pairs = read_pairs(sr_dir, hr_dir)
     cos = identity_cosine(load_recognizer(recognizer, device), faces_tensor([p[1] for p in pairs])[0],
@@ -190,8 +194,9 @@ def identity_command(sr_dir: Path, hr_dir: Path, recognizer: str, bootstrap: int
               help="CSV with an 'identity' column and a file column (path, file, face_id, lr16, "
                    "hr64 or crop), matched to the images by file name without extension; "
                    "a dataset's manifest.csv works.")
-@click.option("--recognizer", required=True, metavar="RUN[:NET]",
-              help="Trained run (directory or checkpoint) and its recognition net.  [NET default: phi_fr]")
+@click.option("--recognizer", required=True, metavar="ZOO|RUN[:NET]",
+              help="A zoo recogniser (see `lrfb zoo list`), or a trained run (directory or checkpoint) and "
+                   "its recognition net.  [NET default: phi_fr]")
 @click.option("--trials", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -207,7 +212,7 @@ def rank1_command(faces_dir: Path, identities: Path, recognizer: str, trials: in
     Example: lrfb evaluate rank1 sr/lr-pipa --identities lr-pipa/manifest.csv --recognizer runs/cr:phi_fr
     """
     from lrfacebench.metrics import recognition
-    from lrfacebench.runs import load_recognizer
+    from lrfacebench.zoo import load_recognizer
 
     images, labels, _ = recognition.read_labelled_faces(faces_dir, recognition.read_identities(identities))
     r = recognition.rank1_cmc(load_recognizer(recognizer, device), images, labels, trials=trials, seed=seed)

@@ -51,11 +51,14 @@ def methods_command() -> None:
 @click.option("--dry-run", is_flag=True, help="Print the resolved config, stages and parameter counts; train nothing.")
 @click.option("--deterministic", is_flag=True, help="Deterministic kernels (bit-exact resume on CPU).")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile every net.")
+@click.option("--init", type=click.Choice(["zoo"]), default=None,
+              help="Start from the zoo's weights of METHOD (and --variant) to fine-tune them "
+                   "(`lrfb zoo list`); the preset must build the same nets as the zoo model's.")
 @click.option("--list", "list_", is_flag=True, help="List the methods (same as `lrfb methods`) and exit.")
 def train_command(method: str | None, hr: Path | None, lr: Path | None, split: str, preset: str | None,
                   variant: str | None, config_file: Path | None, overrides: tuple[str, ...], out: Path | None,
                   device: str, seed: int | None, resume: bool, stage: str | None, dry_run: bool,
-                  deterministic: bool, compile_: bool, list_: bool) -> None:
+                  deterministic: bool, compile_: bool, init: str | None, list_: bool) -> None:
     """Train METHOD into a run directory: stages in order, checkpoints, resume, multi-GPU.
 
     METHOD is a registered method (see `lrfb methods`: cr, vdsr, srgan, cyclegan, lrgan)
@@ -73,6 +76,7 @@ def train_command(method: str | None, hr: Path | None, lr: Path | None, split: s
       lrfb train cr --hr data/celeba --lr data/widerface --preset paper --device cuda
       lrfb train cr --variant wo_cr --dry-run
       lrfb train cr --out runs/cr-smoke --resume
+      lrfb train vdsr --preset cpu --init zoo --out runs/vdsr-ft   # fine-tune the zoo's VDSR
       torchrun --nproc_per_node 4 --no-python lrfb train cr --hr ... --lr ...
     """
     if list_:
@@ -87,7 +91,7 @@ def train_command(method: str | None, hr: Path | None, lr: Path | None, split: s
     spec = RunSpec(method=method, preset=preset, variant=variant, config_file=config_file,
                    overrides=overrides, hr=hr, lr=lr, split=tuple(x.strip() for x in split.split(",")),
                    out=out, device=device, seed=seed, resume=resume, stage=stage,
-                   deterministic=deterministic, compile=compile_, dry_run=dry_run)
+                   deterministic=deterministic, compile=compile_, dry_run=dry_run, init=init)
     trainer = Trainer(spec)
     if dry_run:
         click.echo(describe_training_plan(trainer.plan(), method))

@@ -22,9 +22,9 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from lrfacebench import config as cfglib
-from lrfacebench import io
+from lrfacebench import io, zoo
 from lrfacebench.data.faces import load_faces
-from lrfacebench.errors import TrainError
+from lrfacebench.errors import RunError, TrainError
 from lrfacebench.methods import Method, Stage
 from lrfacebench.runs import (FINAL, MetricsCSV, checkpoint_path, export_final, list_checkpoints, newest_loadable,
                               record_session, save_training_checkpoint, write_run_config)
@@ -109,6 +109,13 @@ class Trainer:
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = not plan.deterministic
         method = plan.cls(plan.config, device)
+        if plan.init:  # a checkpoint, when the run continues from one, replaces these nets later
+            try:
+                if zoo.init_nets(method, plan.init["zoo"]).sha256 != plan.init["sha256"]:
+                    raise TrainError(f"zoo model {plan.init['zoo']} changed since {plan.out} was started from it")
+            except RunError as e:
+                raise TrainError(str(e)) from None
+            log.info("initialised from zoo model %s (sha256 %s…)", plan.init["zoo"], plan.init["sha256"][:12])
         names = [st.name for st in method.stages()]
         check_needs(method.stages(), plan.lists)
         if self.spec.stage is not None and self.spec.stage not in names:
@@ -120,7 +127,7 @@ class Trainer:
         write_run_config(plan.out, {
             "method": self.spec.method, "preset": plan.preset, "variant": plan.variant,
             "config": cfglib.to_dict(plan.config), "config_hash": plan.config_hash,
-            "engine": dataclasses.asdict(plan.engine)})
+            "engine": dataclasses.asdict(plan.engine), **({"init": plan.init} if plan.init else {})})
         record_session(plan.out, {**environment(device), "seed": plan.seed, "deterministic": plan.deterministic,
                                   "world_size": world_size, "data": plan.data_info}, plan.stored_env)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from lrfacebench import config as cfglib
+from lrfacebench import zoo
 from lrfacebench.data.faces import FaceList, list_dataset, list_sample
 from lrfacebench.errors import TrainError
 from lrfacebench.methods import Method, MethodConfig, Stage, resolve_method
@@ -33,6 +34,7 @@ class TrainingPlan:
     lists: dict[str, FaceList]  # "hr" and/or "lr"
     data_info: dict[str, dict]
     stored_env: dict | None  # env.json of the run being continued
+    init: dict[str, str] | None = None  # {"zoo": NAME, "sha256": ...}: a new run starts from those weights
 
 
 def default_out(spec: RunSpec, preset: str, variant: str, seed: int) -> Path:
@@ -114,10 +116,27 @@ def resolve_plan(spec: RunSpec) -> TrainingPlan:
         engine = dataclasses.replace(engine, compile=True)
     plan = TrainingPlan(cls, cfg, cfglib.config_hash(cfg), engine, preset, variant, seed,
                         spec.deterministic or bool(old_env.get("deterministic")), out, lists,
-                        {k: v.describe() for k, v in lists.items()}, stored_env)
+                        {k: v.describe() for k, v in lists.items()}, stored_env,
+                        _resolve_init(spec, variant, stored_cfg))
     if stored_cfg is not None and not spec.dry_run:
         _check_continuation(plan, stored_cfg, old_env)
     return plan
+
+
+def _resolve_init(spec: RunSpec, variant: str, stored_cfg: dict | None) -> dict[str, str] | None:
+    """The zoo weights a new run starts from (``--init zoo``: the zoo entry of the method's label,
+    ``cr`` or ``cr:wo_cr``), or those a continued run started from."""
+    stored = (stored_cfg or {}).get("init")
+    if spec.init is None:
+        return stored
+    if spec.init != "zoo":
+        raise TrainError(f"{spec.init!r}: --init takes 'zoo' (the zoo's weights of the method)", param="init")
+    e = zoo.entry(spec.method if variant == "default" else f"{spec.method}:{variant}", "sr")
+    init = {"zoo": e.name, "sha256": e.sha256}
+    if stored_cfg is not None and stored != init:
+        raise TrainError(f"{spec.out} was started from {stored or 'its own initialisation'}, not {init}; "
+                         "continue it without --init, or train into another --out")
+    return init
 
 
 def _check_continuation(plan: TrainingPlan, stored_cfg: dict, old_env: dict) -> None:
@@ -166,4 +185,6 @@ def describe_training_plan(plan: TrainingPlan, method_spec: str) -> str:
     lines.append("parameters:")
     lines += [f"  {k:<12} {v:>12,d}  ({v / 1e6:.3f}M)" for k, v in method.parameter_counts().items()]
     lines.append(f"deployed nets: {', '.join(method.deployed) or '-'}")
+    if plan.init:
+        lines.append(f"initialised from zoo model {plan.init['zoo']} (sha256 {plan.init['sha256'][:12]}…)")
     return "\n".join(lines)

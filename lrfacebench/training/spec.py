@@ -34,7 +34,8 @@ class RunSpec:
     """Everything one training invocation asks for.
 
     ``hr``/``lr``: built dataset folders or :data:`SAMPLE` (both ``None``: the embedded sample);
-    ``dry_run``: resolve the plan only (an existing run directory is then not refused).
+    ``init``: ``"zoo"`` starts a new run from the zoo's weights of the method (and variant), to
+    fine-tune them; ``dry_run``: resolve the plan only (an existing run directory is then not refused).
     """
 
     method: str  # registered name (cr, vdsr, ...) or "module:Class" of a Method subclass
@@ -53,6 +54,7 @@ class RunSpec:
     deterministic: bool = False
     compile: bool = False
     dry_run: bool = False
+    init: str | None = None  # "zoo" or None (nets initialised by the method)
 
     def __post_init__(self) -> None:
         for name in ("config_file", "hr", "lr", "out"):
