@@ -381,6 +381,16 @@ def test_options(real):
     assert state_hash(mse_only.nets["D_sr"]) == d_sr
     assert mse_only.optimizers["phi_sr"].param_groups[0]["lr"] == 5e-4
     assert mse_only.optimizers["G"].param_groups[0]["lr"] == 1e-4  # stage 2 keeps the paper's lr
+    # sr_lr_schedule="cosine": sr_lr at step 0, half at mid-stage, near 0 at the end, for phi_sr
+    # and D_sr alike, and set by the step alone (a resumed run continues the same schedule)
+    cosine = make(n_ids, sr_lr=5e-4, sr_iterations=10, sr_lr_schedule="cosine")
+    for step, expected in ((0, 5e-4), (5, 2.5e-4), (9, 5e-4 * (1 + math.cos(0.9 * math.pi)) / 2)):
+        cosine.train_step("stage1_sr", batch, step)
+        for name in ("phi_sr", "D_sr"):
+            assert cosine.optimizers[name].param_groups[0]["lr"] == pytest.approx(expected)
+    assert make(n_ids, sr_lr=5e-4, sr_iterations=10).sr_learning_rate(9) == 5e-4  # the paper's
+    with pytest.raises(ValueError, match="sr_lr_schedule"):
+        make(n_ids, sr_lr_schedule="step")
 
 
 def test_small_data_options(real):

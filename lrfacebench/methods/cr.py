@@ -193,6 +193,9 @@ class CR(CRLosses, Method):
         """Eq. 1 + 1e-3 adversarial (phi_sr step), then the D_sr step (SRGAN's order).
         With ``sr_adv_weight = 0``: Eq. 1 alone (SRGAN's MSE pre-training), no D_sr step."""
         y, x_a = unit_to_signed(batch.hr), unit_to_signed(batch.lr_artificial)
+        for name in ("phi_sr", "D_sr"):
+            for group in self.optimizers[name].param_groups:
+                group["lr"] = self.sr_learning_rate(step)
         if self.config.sr_adv_weight == 0:
             l_sr = F.mse_loss(self.nets["phi_sr"](x_a), y)
             self._update("phi_sr", l_sr)
@@ -202,6 +205,15 @@ class CR(CRLosses, Method):
         l_d, acc = self.disc_loss("D_sr", y, sr)
         self._update("D_sr", l_d)
         return {**_floats(terms), "L_D_sr": l_d.item(), "acc_D_sr": acc}
+
+    def sr_learning_rate(self, step: int) -> float:
+        """Adam lr of phi_sr and D_sr at ``stage1_sr`` step ``step`` (from 0): ``sr_lr``, or with
+        ``sr_lr_schedule="cosine"`` ``sr_lr * (1 + cos(pi * step / sr_iterations)) / 2``. A
+        function of the step alone, so a resumed run continues the same schedule."""
+        c = self.config
+        if c.sr_lr_schedule == "constant":
+            return c.sr_lr
+        return c.sr_lr * 0.5 * (1.0 + math.cos(math.pi * step / max(c.sr_iterations, 1)))
 
     def _step_fr(self, batch: Batch, step: int) -> dict[str, float]:
         """CentreFace: softmax + centre_weight * centre loss. Every face needs an identity (the

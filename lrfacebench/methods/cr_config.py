@@ -46,6 +46,10 @@ class CRConfig(MethodConfig):
     # optimisers
     lr: float = 1e-4
     sr_lr: float = 1e-4  # Adam lr of phi_sr and D_sr in stage1_sr (the paper: 1e-4, as everywhere)
+    # option: "cosine" anneals sr_lr to 0 over stage1_sr (Loshchilov & Hutter's SGDR without
+    # restarts, BasicSR's usual SR schedule), so phi_sr ends at a settled point and not at one
+    # noisy Adam step of a constant, high lr (the paper: "constant")
+    sr_lr_schedule: str = "constant"
     betas: tuple[float, float] = (0.9, 0.999)  # fill-in: TF's Adam default
     # CentreFace SGD, fill-in after Wen et al. (lr 0.1 at batch 256, momentum 0.9, wd 5e-4).
     # Deviation from methods.md's "SGD 0.1": on our phi_fr lr 0.1 diverges (NaN within 10
@@ -103,7 +107,8 @@ class CRConfig(MethodConfig):
         choices = {"gan_form": ("non_saturating", "saturating"),
                    "cr_grad_into_phi_cr": ("input_path", "none"),
                    "d_prime_input": ("raw", "l2norm"), "d_input": ("raw", "zero_mean", "highpass"),
-                   "sr_bn_stage2": ("frozen", "batch"), "cr_bn": ("fixed", "batch")}
+                   "sr_bn_stage2": ("frozen", "batch"), "cr_bn": ("fixed", "batch"),
+                   "sr_lr_schedule": ("constant", "cosine")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"cr: {key}={getattr(self, key)!r}; choose one of {allowed}")
