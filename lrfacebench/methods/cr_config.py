@@ -130,7 +130,7 @@ CR_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     # a real run on the embedded sample in about half an hour on 2 CPU cores, batch 16 as the
     # paper, fewer iterations; each option is measured on the sample (docs/cr.md, "CR on small data")
-    "cpu": {"sr_iterations": 2000, "sr_lr": 5e-4, "sr_adv_weight": 0.0, "fr_iterations": 400,
+    "cpu": {"sr_iterations": 2000, "sr_lr": 5e-4, "sr_lr_schedule": "cosine", "sr_adv_weight": 0.0, "fr_iterations": 400,
             "cc_iterations": 600, "joint_iterations": 600, "tilde_noise": 2, "tilde_lowpass_l1": 10.0,
             "d_input": "zero_mean", "d_augment": ("translation", "cutout"), "cr_lowpass_l1": 10.0,
             "d_prime_input": "l2norm", "lambda_cr_gan": 0.003, "lambda_rec": 100.0,
