@@ -54,7 +54,9 @@ def build_dataset_command(source: str, root: Path | None, out: Path, workers: in
 
     \b
     SOURCE: pipa, dukemtmc, widerface (genuine-LR faces of average size <= 16 px found by a
-    tiny-face detector), celeba, helen (64x64 HR + 16x16 LR = DS(HR) pairs), folder (any
+    tiny-face detector), tinyface, survface (the pre-cropped identity-labelled LR faces of TinyFace
+    and QMUL-SurvFace with their official splits; SurvFace's verification pairs in pairs.csv),
+    celeba, helen (64x64 HR + 16x16 LR = DS(HR) pairs), folder (any
     images), video (any videos and animated GIFs; faces linked into tracks), sample (the
     embedded sample; no --root needed), degraded (HR faces of any folder, a built paired set
     or the sample + a seeded real-world degradation chain as LR, parameters per face in the

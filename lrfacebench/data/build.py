@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 # What a build writes into --out; --overwrite removes only these.
 OUTPUTS = ("plan.json", "shards", "crops", "lr16", "hr64", "rejected", "review", "manifest.csv",
-           "rejected.csv", "unreadable.csv", "stats.json", "DATASET_CARD.md", "size_histogram.png")
+           "rejected.csv", "unreadable.csv", "pairs.csv", "stats.json", "DATASET_CARD.md", "size_histogram.png")
 
 
 def claim_out(out: Path, plan: BuildPlan, cfg: BuildConfig, plan_hash: str, overwrite: bool) -> None:
@@ -175,6 +175,9 @@ def summary(result: MergeResult, out: Path, seconds: float) -> list[str]:
         if v["n_gt"]:
             lines.append(f"  detector    {k}: recall {v['recall']}, precision {v['precision']} "
                          f"({v['n_tp']} of {v['n_gt']} annotated faces, {v['n_det']} detections)")
+    if p := st.get("pairs"):
+        lines.append(f"  pairs       {p['pairs']:,} verification pairs ({p['same']:,} same person), "
+                     f"{p['with_both_faces']:,} with both faces kept: pairs.csv")
     lines += [f"  time        {seconds:.1f} s this run; {st['shards']} shards",
               "  files       manifest.csv, rejected.csv, unreadable.csv, stats.json, review/, DATASET_CARD.md"]
     return lines
@@ -185,6 +188,7 @@ def describe_build_plan(cfg: BuildConfig, root: Path) -> str:
     plan = make_plan(cfg, root)
     lines = [json.dumps(cfglib.to_dict(cfg), indent=2, default=str),
              f"{plan.source} ({plan.kind}) at {plan.root}: {len(plan.items):,} items in {plan.n_shards:,} shards "
-             f"of {plan.shard_size}; {len(plan.problems):,} annotation problems"]
+             f"of {plan.shard_size}; {len(plan.problems):,} annotation problems"
+             + (f"; {len(plan.pairs):,} verification pairs" if plan.pairs else "")]
     lines += [f"  {p.file}:{p.line}: {p.reason}" for p in plan.problems[:10]]
     return "\n".join(lines)

@@ -15,6 +15,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from lrfacebench.data.sources import cropped
 from lrfacebench.data.sources import rule as source_rule
 from lrfacebench.data.sources.base import SceneRule
 from lrfacebench.errors import DatasetError
@@ -31,7 +32,7 @@ FIELDS = {
     "score": "detector probability (empty for ground-truth boxes and paired crops)",
     "width, height": "box size in original pixels",
     "identity": "identity label (empty when unknown)",
-    "split": "train, val, test or empty, as the source defines",
+    "split": "the source's split (train, val, test; identity sets also gallery, probe, distractor, ...) or empty",
     "crop": "native-size square crop PNG (no resampling)",
     "lr16": "16x16 PNG: genuine LR = the crop resized with degrade.imresize (bicubic); paired = DS(hr64)",
     "hr64": "64x64 HR PNG (paired sets only)",
@@ -96,6 +97,9 @@ def composition(stats: dict[str, Any]) -> str:
                                                f"{per['max']}" if per else "")
                      + f"); {t['tracks']:,} tracks among all candidates; {t['identities_from_tracks']:,} "
                        "identities are tracks"))
+    if p := stats.get("pairs"):
+        rows.append(("verification pairs (`pairs.csv`)", f"{p['pairs']:,} ({p['same']:,} same person); "
+                                                         f"{p['with_both_faces']:,} with both faces kept"))
     if s:
         rows.append(("average face size (px)",
                      f"min {s['min']}, median {s['median']}, mean {s['mean']}, max {s['max']}"))
@@ -105,11 +109,12 @@ def composition(stats: dict[str, Any]) -> str:
                          "artificial LR (`filters.max_crop_side` excludes them)"))
     rule = source_rule(stats["source"])
     hr = ", `hr64/`" if stats["kind"] == "paired" else ""
+    pairs = ", `pairs.csv` (one row per verification pair)" if stats.get("pairs") else ""
     out = ["## Composition", "", "*Generated from `stats.json` of this build.*", "", "| | |", "|---|---|"]
     out += [f"| {k} | {v} |" for k, v in rows]
     out += ["", "![Size histogram of kept faces](size_histogram.png)", "",
             f"Files: `manifest.csv` (one row per face), `crops/`, `lr16/`{hr}, `rejected.csv`, "
-            "`unreadable.csv`, `stats.json`, `review/` (contact sheets).", "",
+            f"`unreadable.csv`{pairs}, `stats.json`, `review/` (contact sheets).", "",
             "| manifest column | meaning |", "|---|---|"]
     out += [f"| `{k}` | {v} |" for k, v in {**FIELDS, **(rule.columns if rule else {})}.items()]
     return "\n".join(out)
@@ -132,6 +137,8 @@ def collection(stats: dict[str, Any]) -> str:
                                      "quantised HR, quantised with `degrade.to_uint8`.")
         out.append(f"- Paired faces: the fixed crop of the source options above, resized to "
                    f"{b['hr_size']}x{b['hr_size']} with `degrade.imresize` (MATLAB bicubic) and quantised; {lr}")
+    elif text := cropped(stats["source"]):
+        out += [f"- Pre-cropped faces, no detector: {text}", f"- Filters: `{_inline(cfg['filters'])}`.", _dedupe(cfg)]
     else:
         out += [f"- Detector `{cfg['detector']['name']}`: `{_inline(cfg['detector'])}`.",
                 f"- Filters: `{_inline(cfg['filters'])}`.",
@@ -157,6 +164,8 @@ def collection(stats: dict[str, Any]) -> str:
 def _dedupe(cfg: dict[str, Any]) -> str:
     """The card's line on near-duplicates: across shard borders, or tracks and their filters."""
     t = cfg.get("tracks", {"enabled": False})  # stats.json of builds before tracks have none
+    if not cfg["filters"].get("dedupe", True):
+        return "- Near-duplicates are not searched (`filters.dedupe = false`)."
     if not t["enabled"]:
         return (f"- Near-duplicates across shard borders are searched in the {cfg['build']['dedupe_window']} "
                 "preceding shards.")

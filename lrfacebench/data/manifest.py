@@ -1,6 +1,7 @@
 """The one schema of a built dataset's tables: ``manifest.csv`` (one row per kept face),
-``rejected.csv`` (one row per rejected candidate) and ``unreadable.csv`` (inputs that could not be
-used). Paths in a manifest are relative to the dataset folder (posix).
+``rejected.csv`` (one row per rejected candidate), ``unreadable.csv`` (inputs that could not be
+used) and, for sources with a verification protocol, ``pairs.csv`` (one row per pair of faces).
+Paths in a manifest are relative to the dataset folder (posix).
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ IMAGE_COLUMNS = ("crop", "lr16", "hr64")  # cells naming a face's PNG files ("" 
 REJECTED_COLUMNS = ("candidate", "reason", "source", "frame", "time_s", "track_id", "x1", "y1", "x2", "y2", "score",
                     "width", "height", "crop", "detail")
 UNREADABLE_COLUMNS = ("file", "line", "reason")
+# pair: 0-based row; same: 1 = same person; face_a/face_b: face ids ("" when that face was not kept)
+PAIR_COLUMNS = ("pair", "same", "face_a", "face_b", "source_a", "source_b", "ref")
 
 
 def manifest_columns(source: str) -> tuple[str, ...]:

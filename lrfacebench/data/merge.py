@@ -1,5 +1,6 @@
-"""The merge of a build: every done shard combined into the dataset's tables, review sheets,
-``stats.json`` and card; ``manifest.csv`` is written last, so its presence means "dataset complete"."""
+"""The merge of a build: every done shard combined into the dataset's tables (and ``pairs.csv``
+for a source with verification pairs), review sheets, ``stats.json`` and card; ``manifest.csv`` is
+written last, so its presence means "dataset complete"."""
 from __future__ import annotations
 
 import base64
@@ -14,11 +15,12 @@ import numpy as np
 from lrfacebench.data.cards import write_card
 from lrfacebench.data.exclusions import Exclusions
 from lrfacebench.data.filters import FilterConfig, near_duplicates
-from lrfacebench.data.manifest import IMAGE_COLUMNS, REJECTED_COLUMNS, UNREADABLE_COLUMNS, manifest_columns, write_csv
+from lrfacebench.data.manifest import (IMAGE_COLUMNS, PAIR_COLUMNS, REJECTED_COLUMNS, UNREADABLE_COLUMNS,
+                                       manifest_columns, write_csv)
 from lrfacebench.data.plan import BuildPlan, load_shards
 from lrfacebench.data.recipe import BuildConfig
 from lrfacebench.data.review import write_review
-from lrfacebench.data.sources.base import Problem
+from lrfacebench.data.sources.base import Pair, Problem
 from lrfacebench.data.stats import build_stats
 from lrfacebench.data.tracks import track_drops, track_ids
 from lrfacebench.io import write_json
@@ -59,6 +61,14 @@ def window_duplicates(records: list[dict[str, Any]], thumbs: dict[str, np.ndarra
             if j is not None and j < len(prev):
                 dups[row["face_id"]] = prev[j]["face_id"]
     return dups
+
+
+def pair_rows(pairs: list[Pair], final: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``pairs.csv`` rows: each pair with the face ids of its two items' faces (the items of a source
+    with pairs are pre-cropped faces, one face per source file; ``""`` where it was not kept)."""
+    face = {r["source"]: r["face_id"] for r in final}
+    return [{"pair": n, "same": int(p.same), "face_a": face.get(p.a, ""), "face_b": face.get(p.b, ""),
+             "source_a": p.a, "source_b": p.b, "ref": p.ref} for n, p in enumerate(pairs)]
 
 
 @dataclass
@@ -118,6 +128,11 @@ def merge_shards(out: Path, plan: BuildPlan, cfg: BuildConfig, plan_hash: str, e
     write_csv(out / "unreadable.csv", UNREADABLE_COLUMNS, unreadable)
     write_review(out, final, rejected, cfg.build)
     stats = build_stats(plan, cfg, plan_hash, records, final, rejected, unreadable, exclusions, extra_stats)
+    if plan.pairs:
+        pairs = pair_rows(plan.pairs, final)
+        write_csv(out / "pairs.csv", PAIR_COLUMNS, pairs)
+        stats["pairs"] = {"pairs": len(pairs), "same": sum(r["same"] for r in pairs),
+                          "with_both_faces": sum(bool(r["face_a"] and r["face_b"]) for r in pairs)}
     stats["timings"]["merge_s"] = round(time.perf_counter() - t0, 3)
     write_json(out / "stats.json", stats)
     write_card(out)

@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lrfacebench.data.recipe import BuildConfig
 from lrfacebench.data.sources import get_source
-from lrfacebench.data.sources.base import Item, Problem
+from lrfacebench.data.sources.base import Item, Pair, Problem
 from lrfacebench.data.tracks import check_items
 from lrfacebench.io import sha256_json
 
 
 @dataclass
 class BuildPlan:
-    """The items of a build in order, cut into shards; ``problems`` found by the reader."""
+    """The items of a build in order, cut into shards; ``problems`` found by the reader and the
+    protocol's verification ``pairs`` of items (written by the merge, not part of the shards)."""
 
     source: str
     kind: str
@@ -27,6 +28,7 @@ class BuildPlan:
     problems: list[Problem]
     files: list[Path]
     shard_size: int
+    pairs: list[Pair] = field(default_factory=list)
 
     @property
     def n_shards(self) -> int:
@@ -49,7 +51,8 @@ def make_plan(cfg: BuildConfig, root: Path) -> BuildPlan:
         raise ValueError(f"build.shard_size must be >= 1, got {cfg.build.shard_size}")
     if cfg.tracks.enabled:
         check_items(items)
-    return BuildPlan(name, reader.KIND, scan.root or root, items, scan.problems, scan.files, cfg.build.shard_size)
+    return BuildPlan(name, reader.KIND, scan.root or root, items, scan.problems, scan.files, cfg.build.shard_size,
+                     scan.pairs)
 
 
 def shard_path(out: Path, index: int) -> Path:

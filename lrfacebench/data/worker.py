@@ -159,10 +159,13 @@ class ShardWorker:
         return dataclasses.replace(item, time_s=frame.time_s), frame.image
 
     def _valid_annots(self, item: Item, image: np.ndarray) -> tuple[Annot, ...]:
-        """Annotations that overlap the image; the others are reported as bad input."""
+        """Annotations that overlap the image (a pre-cropped face, ``whole=1``, gets the image's
+        bounds as its box); the others are reported as bad input."""
         h, w = image.shape[:2]
         keep = []
         for a in item.annots:
+            if a.attr("whole") == 1:
+                a = dataclasses.replace(a, box=(0.0, 0.0, float(w), float(h)))
             x1, y1, x2, y2 = a.box
             if item.mode != "paired" and (x2 <= 0 or y2 <= 0 or x1 >= w or y1 >= h):
                 file, _, line = a.ref.rpartition(":") if ":" in a.ref else (a.ref, "", "")

@@ -1,4 +1,5 @@
-"""Readers for the official layouts of PIPA, DukeMTMC, WIDER FACE, CelebA, Helen, folders and video.
+"""Readers for the official layouts of PIPA, DukeMTMC, WIDER FACE, CelebA, Helen, TinyFace,
+QMUL-SurvFace, folders and video.
 
 Each reader module defines ``KIND`` (``"genuine"`` LR faces found in photos/frames, or
 ``"paired"`` HR/LR sets), an ``Options`` dataclass (the ``[source]`` table of a recipe) and
@@ -6,7 +7,10 @@ Each reader module defines ``KIND`` (``"genuine"`` LR faces found in photos/fram
 :class:`~lrfacebench.data.sources.base.LrRule` (its LR faces are made by that rule instead of
 ``DS(HR)``) or a :class:`~lrfacebench.data.sources.base.SceneRule` (its ``scene`` items are
 shrunk photos whose detected faces are paired with HR from the original), either with extra
-manifest columns. Modules are imported only when used.
+manifest columns. A reader of pre-cropped faces defines ``CROPPED``: one sentence for the data
+card on how its faces and identities are taken (instead of the detector's). A reader may also give
+verification pairs of its items (``Scan.pairs``, written to ``pairs.csv``). Modules are imported
+only when used.
 """
 from __future__ import annotations
 
@@ -19,8 +23,8 @@ if TYPE_CHECKING:
 
 SOURCES: dict[str, str] = {
     name: f"lrfacebench.data.sources.{name}"
-    for name in ("pipa", "dukemtmc", "widerface", "celeba", "helen", "folder", "video", "sample",
-                 "degraded", "degraded_scenes")
+    for name in ("pipa", "dukemtmc", "widerface", "tinyface", "survface", "celeba", "helen", "folder", "video",
+                 "sample", "degraded", "degraded_scenes")
 }
 
 
@@ -34,3 +38,8 @@ def get_source(name: str) -> ModuleType:
 def rule(name: str) -> "LrRule | SceneRule | None":
     """The ``RULE`` of source ``name``, or ``None`` (paired sets: LR = ``DS(HR)``)."""
     return getattr(get_source(name), "RULE", None)
+
+
+def cropped(name: str) -> str:
+    """The ``CROPPED`` sentence of source ``name`` (its faces are the images themselves), or ``""``."""
+    return getattr(get_source(name), "CROPPED", "")

@@ -43,7 +43,9 @@ class Annot:
     ``attrs``: extra integer flags (WIDER blur/invalid/...); ``is_face``: the box is a face
     box (used as ground truth for detector evaluation and by ``gt`` mode); ``reject``: a reason
     the reader already knows for dropping this face (e.g. WIDER's ``invalid`` flag), recorded in
-    ``rejected.csv`` like any filter's reason.
+    ``rejected.csv`` like any filter's reason. The attr ``whole=1`` marks a pre-cropped face: the
+    face is the whole image, and the worker sets ``box`` to the image's bounds when it reads the
+    pixels (:func:`whole_image_face`), so the reader need not open the image.
     """
 
     box: Box
@@ -91,17 +93,28 @@ class Item:
         return cls(**{**d, "annots": annots})
 
 
+class Pair(NamedTuple):
+    """A verification pair of a protocol: the ``source`` paths of two items, whether they show the
+    same person, and where the pair came from (``file:row N``). Written to ``pairs.csv``."""
+
+    a: str
+    b: str
+    same: bool
+    ref: str
+
+
 @dataclass
 class Scan:
     """A reader's result: ``items`` in build order, ``problems`` found while parsing, the
-    annotation ``files`` it read (hashed into ``stats.json``), and the folder ``root`` that item
+    annotation ``files`` it read (hashed into ``stats.json``), the folder ``root`` that item
     sources are relative to (``None``: the ``--root`` given; a video source given one file sets
-    its parent folder)."""
+    its parent folder) and the protocol's verification ``pairs`` of items (usually none)."""
 
     items: list[Item] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
     root: Path | None = None
+    pairs: list[Pair] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -195,6 +208,12 @@ def check_box(box: Box) -> str | None:
     if box[2] <= box[0] or box[3] <= box[1]:
         return f"empty box (width {box[2] - box[0]:g}, height {box[3] - box[1]:g})"
     return None
+
+
+def whole_image_face(ref: str) -> Annot:
+    """The one face of a pre-cropped face image: a ground-truth face whose box the worker sets to
+    the whole image (``whole=1``; the empty box here is never used)."""
+    return Annot(box=(0.0, 0.0, 0.0, 0.0), ref=ref, is_face=True, attrs=(("whole", 1),))
 
 
 def square_box(cx: float, cy: float, side: float) -> Box:
