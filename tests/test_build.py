@@ -182,7 +182,7 @@ def test_sigint_at_a_random_moment_then_rerun_equals_uninterrupted_build(tmp_pat
         "    return worker.run_shard(job, progress)\n")
     argv = _argv(photos, out)
     if moment == "build":  # (paced imports torch: at startup the CLI must do it)
-        argv[2] = "import paced, lrfacebench.data.build as b; b.run_shard = paced.paced_run_shard; " + argv[2]
+        argv[2] = "import paced, lrfacebench.data.distribute as d; d.run_shard = paced.paced_run_shard; " + argv[2]
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
     rng = random.Random(seed)

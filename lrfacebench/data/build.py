@@ -1,5 +1,6 @@
-"""Sharded, resumable dataset building (img2dataset style): recipe -> plan -> shards (in this
-process or a pool of workers, or spread over jobs sharing ``--out``) -> merge -> carded dataset.
+"""Sharded, resumable dataset building (img2dataset style): recipe -> plan -> shards (run by a
+distributor, :mod:`lrfacebench.data.distribute`: this process, a pool of workers or Ray tasks; or
+spread over jobs sharing ``--out``) -> merge -> carded dataset.
 
 Layout of ``--out``::
 
@@ -16,27 +17,20 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing as mp
-import os
 import shutil
-import signal
-import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
-import torch
-from tqdm import tqdm
-
 from lrfacebench import config as cfglib
+from lrfacebench.data.distribute import check_distributor, distribute
 from lrfacebench.data.exclusions import Exclusions
 from lrfacebench.data.merge import MergeResult, merge_shards
 from lrfacebench.data.plan import BuildPlan, done_shards, make_plan, shard_path
 from lrfacebench.data.recipe import BuildConfig
-from lrfacebench.data.worker import ShardJob, run_shard
+from lrfacebench.data.worker import ShardJob
 from lrfacebench.errors import BuildError
 from lrfacebench.io import write_json
-from lrfacebench.signals import sigint_handled_by
 
 log = logging.getLogger(__name__)
 
@@ -87,35 +81,18 @@ def remove_temp_files(out: Path) -> int:
     return n
 
 
-def run_shards(jobs: list[ShardJob], workers: int, total_items: int) -> None:
-    """Run shard jobs in this process (``workers == 1``) or in a spawn pool, one detector per process."""
-    with tqdm(total=total_items, unit="img", desc="build", file=sys.stderr, disable=None) as bar:
-        if workers <= 1 or len(jobs) <= 1:
-            for job in jobs:
-                run_shard(job, bar.update)
-            return
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        # the workers start with Ctrl-C ignored: a Ctrl-C to the process group (as a terminal sends)
-        # reaches only this process, which prints one line instead of one traceback per worker
-        with sigint_handled_by(signal.SIG_IGN):
-            pool = mp.get_context("spawn").Pool(min(workers, len(jobs)), initializer=_init_worker,
-                                                initargs=(threads,))
-        with pool:  # on KeyboardInterrupt here, leaving the block terminates the workers
-            for summary in pool.imap_unordered(run_shard, jobs):
-                bar.update(summary["items"])
-
-
-def _init_worker(threads: int) -> None:
-    torch.set_num_threads(min(torch.get_num_threads(), threads))
-
-
 def build(cfg: BuildConfig, root: Path, out: Path, workers: int = 1, shard: tuple[int, int] = (0, 1),
-          exclude: Sequence[Path] = (), overwrite: bool = False) -> MergeResult | None:
+          exclude: Sequence[Path] = (), overwrite: bool = False, distributor: str = "multiprocessing",
+          ray_address: str | None = None) -> MergeResult | None:
     """Build (or resume) the dataset of ``cfg`` from ``root`` into ``out``.
+
+    The shards run with ``distributor`` (:mod:`lrfacebench.data.distribute`: ``multiprocessing``
+    with ``workers`` processes, or ``ray``, local with ``workers`` CPUs or at ``ray_address``).
 
     Returns the merge result, or ``None`` when this job (``shard=(I, N)``) finished its shards
     but others are still missing.
     """
+    check_distributor(distributor)
     t0 = time.perf_counter()
     plan = make_plan(cfg, root)
     scan_s = time.perf_counter() - t0
@@ -138,7 +115,7 @@ def build(cfg: BuildConfig, root: Path, out: Path, workers: int = 1, shard: tupl
         todo = [s for s in range(plan.n_shards) if (attempt or s % n == i) and s not in done]
         jobs = [ShardJob(str(out), str(plan.root), s, plan_hash, config,
                          tuple(it.to_json() for it in plan.shard(s))) for s in todo]
-        run_shards(jobs, workers, sum(len(j.items) for j in jobs))
+        distribute(jobs, distributor, workers, ray_address)
         if len(done_shards(out, plan.n_shards, plan_hash)) < plan.n_shards:
             return None
         extra = {"timings": {"scan_s": round(scan_s, 3), "wall_s_last_run": round(time.perf_counter() - t0, 3)}}
