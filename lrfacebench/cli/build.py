@@ -31,7 +31,15 @@ def _parse_shard(spec: str | None) -> tuple[int, int]:
 @click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="Output folder; rerun the same command to resume an interrupted build.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
-              help="Worker processes on this machine (one detector each).")
+              help="Worker processes on this machine (one detector each); with --distributor ray, the "
+                   "CPUs of the local Ray.")
+# the names of lrfacebench.data.distribute.DISTRIBUTORS, spelt out so --help need not import torch
+@click.option("--distributor", type=click.Choice(("multiprocessing", "ray")), default="multiprocessing",
+              show_default=True, help="How the shards run: processes on this machine, or one Ray task each "
+                                      '(pip install -e ".[ray]").')
+@click.option("--ray-address", default=None, envvar="RAY_ADDRESS", show_envvar=True, metavar="HOST:PORT",
+              help="With --distributor ray: the Ray cluster to run on (auto: the one started on this machine); "
+                   "--out and --root must be paths every node sees. Default: a local Ray of --workers CPUs.")
 @click.option("--shard", "shard_spec", default=None, metavar="I/N",
               help="Build only shards s with s % N == I (spread one build over jobs sharing --out).")
 @click.option("--limit", type=click.IntRange(0), default=None, help="Only the first N photos/frames (quick runs).")
@@ -46,10 +54,10 @@ def _parse_shard(spec: str | None) -> tuple[int, int]:
               help="Reviewer exclusion list (face ids, or source+box rows); kept in OUT/exclusions.csv.")
 @click.option("--overwrite", is_flag=True, help="Discard a previous build in --out made with other settings.")
 @click.option("--dry-run", is_flag=True, help="Read the source, print the plan and the resolved recipe, build nothing.")
-def build_dataset_command(source: str, root: Path | None, out: Path, workers: int, shard_spec: str | None,
-                          limit: int | None, device: str | None, seed: int | None, config_file: Path | None,
-                          overrides: tuple[str, ...], exclude: tuple[Path, ...], overwrite: bool,
-                          dry_run: bool) -> None:
+def build_dataset_command(source: str, root: Path | None, out: Path, workers: int, distributor: str,
+                          ray_address: str | None, shard_spec: str | None, limit: int | None, device: str | None,
+                          seed: int | None, config_file: Path | None, overrides: tuple[str, ...],
+                          exclude: tuple[Path, ...], overwrite: bool, dry_run: bool) -> None:
     """Detect tiny faces in photos or video (or crop paired HR/LR sets) into a carded dataset.
 
     \b
@@ -74,6 +82,7 @@ def build_dataset_command(source: str, root: Path | None, out: Path, workers: in
     Examples:
       lrfb build-dataset sample --out lrfb-data/sample
       lrfb build-dataset pipa --root /data/PIPA --out lrfb-data/lr-pipa --workers 4
+      lrfb build-dataset pipa --root /data/PIPA --out lrfb-data/lr-pipa --distributor ray --workers 8
       lrfb build-dataset video --root clip.mp4 --out lrfb-data/clip -o source.stride=10
       lrfb build-dataset video --root hd.mp4 --out lrfb-data/hd-lr -o source.scale=0.25
       lrfb build-dataset degraded --root lrfb-data/helen --out lrfb-data/helen-degraded --seed 1
@@ -96,7 +105,7 @@ def build_dataset_command(source: str, root: Path | None, out: Path, workers: in
         click.echo(describe_build_plan(cfg, root))
         return
     try:
-        result = build(cfg, root, out, workers, shard, exclude, overwrite)
+        result = build(cfg, root, out, workers, shard, exclude, overwrite, distributor, ray_address)
     except KeyboardInterrupt:
         raise click.ClickException("interrupted: run the same command again to continue (finished shards "
                                    "are kept)") from None
