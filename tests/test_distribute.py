@@ -1,6 +1,7 @@
 """The distributors of a build (``lrfacebench.data.distribute``): a build on a local Ray writes
 the same bytes as a single-process build, a Ray build killed mid-shard resumes to the same
-dataset, and the distributor is checked before anything is built."""
+dataset, a Ray worker's error is the worker's, and the distributor is checked before anything
+is built."""
 from __future__ import annotations
 
 import hashlib
@@ -15,8 +16,9 @@ import pytest
 
 from lrfacebench.cli.build import build_dataset_command
 from lrfacebench.data.build import build
-from lrfacebench.data.distribute import DISTRIBUTORS, check_distributor
+from lrfacebench.data.distribute import DISTRIBUTORS, check_distributor, distribute
 from lrfacebench.data.recipe import resolve_config
+from lrfacebench.data.worker import ShardJob
 from lrfacebench.errors import BuildError
 from test_build import FAST, _argv, cli, photos  # noqa: F401 (photos: the build tests' six photos)
 
@@ -44,13 +46,17 @@ def single(tmp_path_factory, photos) -> Path:  # noqa: F811
 
 @pytest.mark.slow
 def test_local_ray_build_equals_single_process_build(tmp_path, ray, photos, single):  # noqa: F811
-    """On a Ray this process had started (2 CPUs), which the build uses and leaves running."""
+    """On a Ray this process had started (2 CPUs), which the build uses and leaves running; a
+    worker's error comes back as the worker raised it."""
     out = tmp_path / "out"
     cfg = resolve_config("folder", overrides=["build.shard_size=1", "detector.scales=[2.0]"], device="cpu")
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
         result = build(cfg, photos, out, workers=2, distributor="ray")
         assert ray.is_initialized()
+        bad = ShardJob(str(tmp_path / "bad"), str(photos), 0, "-", {"detector": {"bogus": 1}}, ())
+        with pytest.raises(ValueError, match=r"^unknown DetectorConfig option\(s\): \['bogus'\]"):
+            distribute([bad], "ray")
     finally:
         ray.shutdown()
     assert result is not None and len(result.manifest) >= 10

@@ -70,7 +70,8 @@ def _init_worker(threads: int) -> None:
 
 
 def run_ray(jobs: list[ShardJob], workers: int, address: str | None, progress: Progress) -> None:
-    """Run one Ray task (1 CPU) per shard job, reporting each shard's items as it finishes.
+    """Run one Ray task (1 CPU) per shard job, reporting each shard's items as it finishes; a
+    task's error is raised as the worker raised it.
 
     Connects to the cluster at ``address`` (``"auto"``: the one running on this machine) when
     given, else starts a local Ray with ``num_cpus=workers``; a Ray this process had already
@@ -83,7 +84,7 @@ def run_ray(jobs: list[ShardJob], workers: int, address: str | None, progress: P
     own = not ray.is_initialized()
     if own:
         if address:
-            ray.init(address=address, include_dashboard=False)
+            ray.init(address=address)
         else:  # "local": a new instance even when RAY_ADDRESS is set or a cluster runs here
             ray.init(address="local", num_cpus=workers, include_dashboard=False)
     try:
@@ -91,7 +92,11 @@ def run_ray(jobs: list[ShardJob], workers: int, address: str | None, progress: P
         pending = [task.remote(job) for job in jobs]
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
-            progress(ray.get(ready[0])["items"])
+            try:
+                summary = ray.get(ready[0])
+            except ray.exceptions.RayTaskError as e:  # the worker's own error, as a pool raises it
+                raise e.cause from e
+            progress(summary["items"])
     finally:
         if own:
             ray.shutdown()
