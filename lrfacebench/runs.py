@@ -275,6 +275,15 @@ def _one_line(error: Exception, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
+def split_net_spec(spec: str, default_net: str = "phi_fr") -> tuple[str, str]:
+    """``RUN[:NET]`` -> ``(RUN, NET)``; NET defaults to ``default_net`` (a ``:`` followed by a path
+    separator belongs to RUN, e.g. a Windows drive)."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and tail and not any(c in tail for c in "/\\"):
+        return head, tail
+    return spec, default_net
+
+
 def load_recognizer(spec: str, device: str = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
     """``embed``: ``(N,3,64,64)`` float in [0,1] -> ``(N,D)`` features of a recognition net trained
     inside a run, ``spec = RUN[:NET]`` (NET defaults to ``phi_fr``).
@@ -283,19 +292,28 @@ def load_recognizer(spec: str, device: str = "cpu") -> Callable[[torch.Tensor], 
     nets lrfacebench trains (CR's phi_fr, a CentreFace) take faces in [-1,1] and expose their
     fc5 features as ``.embed``; a net without ``.embed`` is called as it is.
     """
-    run, net_name = spec, "phi_fr"
-    head, sep, tail = spec.rpartition(":")
-    if sep and tail and not any(c in tail for c in "/\\"):
-        run, net_name = head, tail
+    run, net_name = split_net_spec(spec)
     return recognizer_embed(load_method(run, device, nets="all"), net_name, run)
+
+
+def load_net_state(spec: str, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """The state dict of net NET of a run's newest checkpoint, ``spec = RUN[:NET]`` (NET defaults
+    to ``phi_fr``): what :meth:`Method.external_nets` names. :class:`RunError` if it has none."""
+    run, net_name = split_net_spec(spec)
+    return _net(load_method(run, device, nets="all"), net_name, run).state_dict()
+
+
+def _net(method: Method, net_name: str, source: str | Path) -> torch.nn.Module:
+    """Net ``net_name`` of ``method`` (loaded from ``source``); :class:`RunError` if it has none."""
+    if net_name not in method.nets:
+        raise RunError(f"{source}: method {method.name!r} has no net {net_name!r}; "
+                       f"nets: {', '.join(sorted(method.nets))}")
+    return method.nets[net_name]
 
 
 def recognizer_embed(method: Method, net_name: str, source: str | Path) -> Callable[[torch.Tensor], torch.Tensor]:
     """``embed`` of net ``net_name`` of a loaded ``method`` (see :func:`load_recognizer`)."""
-    if net_name not in method.nets:
-        raise RunError(f"{source}: method {method.name!r} has no net {net_name!r}; "
-                       f"nets: {', '.join(sorted(method.nets))}")
-    net = method.nets[net_name].eval()
+    net = _net(method, net_name, source).eval()
     forward = getattr(net, "embed", net)
     dev = next(net.parameters()).device
 

@@ -155,6 +155,17 @@ class Method(abc.ABC):
                 self.optimizers[k].load_state_dict(sd)
         self.load_extra_state(state.get("extra", {}))
 
+    def external_nets(self) -> dict[str, str]:
+        """``{net: "RUN[:NET]"}``: nets whose weights a new run takes from another run's net (e.g.
+        SICNN's frozen recogniser) before training; the trainer loads each with
+        :meth:`load_external` (a checkpoint of this run, when it continues, replaces them later).
+        Empty by default."""
+        return {}
+
+    def load_external(self, net: str, state: Mapping[str, torch.Tensor]) -> None:
+        """Load ``state`` (another run's net, see :meth:`external_nets`) into ``self.nets[net]``."""
+        self.nets[net].load_state_dict(state)
+
     def extra_state(self) -> dict[str, Any]:
         """Tensors/numbers beyond nets and optimisers (e.g. an image pool). Override if needed."""
         return {}

@@ -26,8 +26,8 @@ from lrfacebench import io, zoo
 from lrfacebench.data.faces import load_faces
 from lrfacebench.errors import RunError, TrainError
 from lrfacebench.methods import Method, Stage
-from lrfacebench.runs import (FINAL, MetricsCSV, checkpoint_path, export_final, list_checkpoints, newest_loadable,
-                              record_session, save_training_checkpoint, write_run_config)
+from lrfacebench.runs import (FINAL, MetricsCSV, checkpoint_path, export_final, list_checkpoints, load_net_state,
+                              newest_loadable, record_session, save_training_checkpoint, write_run_config)
 from lrfacebench.runtime import (DistContext, derive_seed, environment, resolve_device, rng_state, seed_everything,
                                  set_rng_state)
 from lrfacebench.training import distributed
@@ -116,6 +116,12 @@ class Trainer:
             except RunError as e:
                 raise TrainError(str(e)) from None
             log.info("initialised from zoo model %s (sha256 %s…)", plan.init["zoo"], plan.init["sha256"][:12])
+        for net, spec in method.external_nets().items():  # e.g. SICNN's recogniser, from another run
+            try:
+                method.load_external(net, load_net_state(spec, device))
+            except (RunError, RuntimeError, KeyError) as e:
+                raise TrainError(f"{net} from {spec}: {' '.join(str(e).split())[:300]}") from None
+            log.info("%s loaded from %s", net, spec)
         names = [st.name for st in method.stages()]
         check_needs(method.stages(), plan.lists)
         if self.spec.stage is not None and self.spec.stage not in names:
