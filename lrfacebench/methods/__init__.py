@@ -26,6 +26,7 @@ METHODS: dict[str, str] = {
     "srgan": "lrfacebench.baselines.srgan:SRGAN",
     "cyclegan": "lrfacebench.baselines.cyclegan:CycleGAN",
     "lrgan": "lrfacebench.baselines.lrgan:LRGAN",
+    "fsrnet": "lrfacebench.baselines.fsrnet:FSRNet",
 }
 PLUGIN_GROUP = "lrfacebench.methods"
 
