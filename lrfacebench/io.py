@@ -23,6 +23,7 @@ from lrfacebench.errors import LrfbError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
 MAX_IMAGE_PIXELS = 100_000_000  # refuse decompression bombs above this many pixels
+CACHE_ENV = "LRFB_CACHE_DIR"  # root of every derived-data cache (FID features, face landmarks)
 
 
 class UnreadableImage(LrfbError):
@@ -114,6 +115,12 @@ def read_png_folder(folder: str | Path) -> torch.Tensor:
     """Inverse of :func:`write_png_folder`: ``(N,3,S,S)`` uint8."""
     rgbs = [read_rgb(f) for f in sorted(Path(folder).glob("*.png"))]
     return torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2).contiguous()
+
+
+def cache_dir(name: str) -> Path:
+    """``$LRFB_CACHE_DIR/<name>``, else ``~/.cache/lrfacebench/<name>`` (not created here)."""
+    root = os.environ.get(CACHE_ENV)
+    return (Path(root).expanduser() if root else Path.home() / ".cache" / "lrfacebench") / name
 
 
 @contextlib.contextmanager

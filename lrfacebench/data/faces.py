@@ -69,8 +69,10 @@ class FaceList:
 class FaceSet:
     """Decoded faces.
 
-    images:   ``(N,3,S,S)`` uint8 on the CPU (S = 64 for ``hr``, 16 for ``lr``).
-    identity: ``(N,)`` int64 index into ``identities``, -1 when unknown.
+    images:    ``(N,3,S,S)`` uint8 on the CPU (S = 64 for ``hr``, 16 for ``lr``).
+    identity:  ``(N,)`` int64 index into ``identities``, -1 when unknown.
+    landmarks: ``(N,5,2)`` float32 ``(x, y)`` in face pixels, NaN rows where none was found, or
+               ``None`` when not detected (:func:`lrfacebench.data.landmarks.with_landmarks`).
     """
 
     kind: Kind
@@ -79,6 +81,7 @@ class FaceSet:
     identities: tuple[str, ...]
     names: list[str]
     info: dict[str, object] = field(default_factory=dict)
+    landmarks: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

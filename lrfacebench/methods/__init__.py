@@ -27,6 +27,7 @@ METHODS: dict[str, str] = {
     "cyclegan": "lrfacebench.baselines.cyclegan:CycleGAN",
     "lrgan": "lrfacebench.baselines.lrgan:LRGAN",
     "sicnn": "lrfacebench.baselines.sicnn:SICNN",
+    "fsrnet": "lrfacebench.baselines.fsrnet:FSRNet",
 }
 PLUGIN_GROUP = "lrfacebench.methods"
 

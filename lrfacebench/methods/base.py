@@ -19,6 +19,7 @@ from torch import nn
 from lrfacebench import config as cfglib
 
 STREAMS = ("hr", "identity", "lr_artificial", "lr_genuine")
+LANDMARKS = "landmarks"  # a stream only the stages that name it in ``needs`` get (not in STREAMS)
 
 
 @dataclass
@@ -29,6 +30,10 @@ class Batch:
     identity:      (B,) int64 identity index of each ``hr`` face in [0, n_identities), -1 if unknown.
     lr_artificial: (B,3,16,16) float in [0,1], ``DS(hr)`` quantised to uint8 levels (paired with ``hr``).
     lr_genuine:    (B,3,16,16) float in [0,1], genuine LR faces, unpaired with ``hr``.
+    landmarks:     (B,5,2) float32, MTCNN's 5 landmarks of each ``hr`` face, ``(x, y)`` in HR pixels
+                   (pixel i covers [i, i+1)), order left eye, right eye, nose, left and right mouth
+                   corner (left = image left; mirrored with the face). A stage that needs them draws
+                   only HR faces on which MTCNN found landmarks.
     Streams a stage does not need (see :attr:`Stage.needs`) may be ``None``.
     """
 
@@ -36,11 +41,13 @@ class Batch:
     identity: torch.Tensor | None = None
     lr_artificial: torch.Tensor | None = None
     lr_genuine: torch.Tensor | None = None
+    landmarks: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
 class Stage:
-    """A training stage: its name, how many optimisation steps it runs, and the data it needs."""
+    """A training stage: its name, how many optimisation steps it runs, and the data it needs
+    (names of :class:`Batch` fields; :data:`LANDMARKS` only when named)."""
 
     name: str
     iterations: int

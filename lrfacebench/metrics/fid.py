@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -36,8 +35,6 @@ from lrfacebench import io
 from lrfacebench.metrics.inception import InceptionFeatures, load_inception
 
 log = logging.getLogger(__name__)
-
-CACHE_ENV = "LRFB_CACHE_DIR"
 
 
 class FIDError(ValueError):
@@ -111,8 +108,7 @@ class Features:
 
 def default_cache_dir() -> Path:
     """``$LRFB_CACHE_DIR/fid``, else ``~/.cache/lrfacebench/fid``."""
-    root = os.environ.get(CACHE_ENV)
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "lrfacebench") / "fid"
+    return io.cache_dir("fid")
 
 
 def cache_key(files_sha256: str, mode: str, weights_sha256: str) -> str:

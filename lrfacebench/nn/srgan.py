@@ -65,19 +65,19 @@ class SRResNet(nn.Module):
 
 
 class SRGANDiscriminator(nn.Module):
-    """SRGAN discriminator: ``(N,3,S,S)`` in [-1,1] -> ``(N,)`` logits, ``S = in_size``.
+    """SRGAN discriminator: ``(N,in_ch,S,S)`` in [-1,1] -> ``(N,)`` logits, ``S = in_size``
+    (``in_ch`` 3; 6 for a conditional D that sees an image beside its up-sampled LR input).
 
     8 conv3x3 layers, channels 64,64,128,128,256,256,512,512, strides 1,2,1,2,...;
     BN on all but the first; LeakyReLU 0.2; flatten; Linear -> ``fc``; LeakyReLU 0.2; Linear -> 1.
     The flattened size is ``512*(S/16)^2`` (the paper's 96x96 input gives 6x6; 64x64 gives 4x4).
     """
 
-    def __init__(self, in_size: int = 64, ch: int = 64, fc: int = 1024) -> None:
+    def __init__(self, in_size: int = 64, ch: int = 64, fc: int = 1024, in_ch: int = 3) -> None:
         super().__init__()
         if in_size % 16:
             raise ValueError(f"in_size must be a multiple of 16, got {in_size}")
         layers: list[nn.Module] = []
-        in_ch = 3
         for i in range(8):
             out_ch = ch * 2 ** (i // 2)
             layers.append(conv(in_ch, out_ch, 3, stride=1 + i % 2))

@@ -2,7 +2,8 @@
 
 Each stream (HR, identity-labelled HR, genuine LR) is one index tensor per step into a resident
 ``(N,3,S,S)`` uint8 tensor, then a float conversion to [0,1]; ``lr_artificial = DS(hr)`` is computed
-on the device and quantised to uint8 levels (clamped to [0,1]) like every stored LR face.
+on the device and quantised to uint8 levels (clamped to [0,1]) like every stored LR face. HR landmarks
+(when the face set has them) follow their faces, mirrored with them.
 """
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import logging
 import torch
 
 from lrfacebench.data.faces import FaceSet
+from lrfacebench.data.landmarks import mirror_landmarks
 from lrfacebench.degrade import downsample, to_uint8
 from lrfacebench.errors import DatasetError
 from lrfacebench.methods import Batch, Stage
+from lrfacebench.methods.base import LANDMARKS
 from lrfacebench.runtime import derive_seed
 
 log = logging.getLogger(__name__)
@@ -72,13 +75,18 @@ class Feeder:
         self.seed, self.hflip = seed, hflip
         self.hr = self._place(hr.images) if hr is not None else None
         self.identity = hr.identity.to(self.hr.device) if hr is not None else None
+        self.landmarks = (hr.landmarks.to(self.hr.device)
+                          if hr is not None and hr.landmarks is not None else None)
         self.lr = self._place(lr.images) if lr is not None else None
-        # stages that need identities draw from the labelled HR faces only, so that every batch
-        # (on every rank) has a label for each face and no step is ever skipped
+        # stages that need identities (landmarks) draw from the labelled (landmarked) HR faces
+        # only, so that every batch (on every rank) has them for each face and no step is skipped
         self.labelled = (torch.nonzero(self.identity >= 0).flatten()
                          if self.identity is not None else None)
+        self.landmarked = (torch.nonzero(torch.isfinite(self.landmarks).flatten(1).all(1)).flatten()
+                           if self.landmarks is not None else None)
         self._streams = {name: _Stream(len(t), seed, name, t.device)
-                         for name, t in (("hr", self.hr), ("lr", self.lr), ("hr_labelled", self.labelled))
+                         for name, t in (("hr", self.hr), ("lr", self.lr), ("hr_labelled", self.labelled),
+                                         ("hr_landmarked", self.landmarked))
                          if t is not None and len(t)}
 
     def _place(self, t: torch.Tensor) -> torch.Tensor:
@@ -93,21 +101,28 @@ class Feeder:
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def _image(self, u8: torch.Tensor, stream: str, stage_index: int, step: int) -> torch.Tensor:
-        """uint8 faces -> float in [0,1]; with ``hflip``, each mirrored with probability 1/2
-        (a pure function of seed, stream, stage, step and rank, like the indices)."""
+    def _flips(self, n: int, stream: str, stage_index: int, step: int, device: torch.device) -> torch.Tensor | None:
+        """``(n,)`` bool: which faces are mirrored (probability 1/2 each, a pure function of seed,
+        stream, stage, step and rank, like the indices); ``None`` without ``hflip``."""
+        if not self.hflip:
+            return None
+        g = torch.Generator(device=device)
+        g.manual_seed(derive_seed(self.seed, "hflip", stream, stage_index, step, self.rank))
+        return torch.rand(n, generator=g, device=device) < 0.5
+
+    def _image(self, u8: torch.Tensor, flip: torch.Tensor | None) -> torch.Tensor:
+        """uint8 faces -> float in [0,1], those where ``flip`` is set mirrored."""
         x = u8.float().div_(255.0)
-        if self.hflip:
-            g = torch.Generator(device=x.device)
-            g.manual_seed(derive_seed(self.seed, "hflip", stream, stage_index, step, self.rank))
-            flip = torch.rand(len(x), generator=g, device=x.device) < 0.5
+        if flip is not None:
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
         return self._layout(x)
 
     def provides(self) -> set[str]:
-        """The Batch streams this feeder can fill (``identity`` only if some HR face has one)."""
+        """The Batch streams this feeder can fill (``identity`` only if some HR face has one,
+        ``landmarks`` only if some HR face has them)."""
         out = {"hr", "lr_artificial"} if self.hr is not None else set()
         out |= {"identity"} if "hr_labelled" in self._streams else set()
+        out |= {LANDMARKS} if "hr_landmarked" in self._streams else set()
         return out | ({"lr_genuine"} if self.lr is not None else set())
 
     def batch(self, stage: Stage, stage_index: int, step: int) -> Batch:
@@ -116,24 +131,36 @@ class Feeder:
         missing = needs - self.provides()
         if missing == {"identity"}:
             raise DatasetError(f"stage {stage.name!r} needs identity labels but no HR face has one")
+        if missing == {LANDMARKS}:
+            raise DatasetError(f"stage {stage.name!r} needs HR landmarks but the HR faces have none")
+        if {"identity", LANDMARKS} <= needs:
+            raise DatasetError(f"stage {stage.name!r}: a stage cannot need both identity and landmarks")
         if missing:
             raise DatasetError(f"stage {stage.name!r} needs {sorted(missing)} but no such faces were loaded")
         out = Batch()
-        if needs & {"hr", "identity", "lr_artificial"}:
-            stream = "hr_labelled" if "identity" in needs else "hr"
+        if needs & {"hr", "identity", "lr_artificial", LANDMARKS}:
+            stream = "hr_labelled" if "identity" in needs else "hr_landmarked" if LANDMARKS in needs else "hr"
             idx = self._streams[stream].indices(stage_index, step, b, self.rank, self.world_size)
             if stream == "hr_labelled":
                 idx = self.labelled[idx]
-            hr = self._image(self._take(self.hr, idx), "hr", stage_index, step)  # DS pairs follow
+            elif stream == "hr_landmarked":
+                idx = self.landmarked[idx]
+            u8 = self._take(self.hr, idx)
+            flip = self._flips(len(idx), "hr", stage_index, step, u8.device)
+            hr = self._image(u8, flip)  # DS pairs follow
             if "hr" in needs:
                 out.hr = hr
             if "identity" in needs:
                 out.identity = self._take(self.identity, idx)
+            if LANDMARKS in needs:
+                points = self._take(self.landmarks, idx)
+                out.landmarks = points if flip is None else mirror_landmarks(points, flip, hr.shape[-1])
             if "lr_artificial" in needs:
                 # quantised like every stored LR image and Table 3's inputs: an unquantised x_a
                 # (38 % of the sample's faces had pixels outside [0,1]) tells D "artificial" by itself
                 out.lr_artificial = self._layout(to_uint8(downsample(hr)).float().div_(255.0))
         if "lr_genuine" in needs:
             idx = self._streams["lr"].indices(stage_index, step, b, self.rank, self.world_size)
-            out.lr_genuine = self._image(self._take(self.lr, idx), "lr", stage_index, step)
+            u8 = self._take(self.lr, idx)
+            out.lr_genuine = self._image(u8, self._flips(len(idx), "lr", stage_index, step, u8.device))
         return out

@@ -24,8 +24,10 @@ from tqdm import tqdm
 from lrfacebench import config as cfglib
 from lrfacebench import io, zoo
 from lrfacebench.data.faces import load_faces
+from lrfacebench.data.landmarks import with_landmarks
 from lrfacebench.errors import RunError, TrainError
 from lrfacebench.methods import Method, Stage
+from lrfacebench.methods.base import LANDMARKS
 from lrfacebench.runs import (FINAL, MetricsCSV, checkpoint_path, export_final, list_checkpoints, load_net_state,
                               newest_loadable, record_session, save_training_checkpoint, write_run_config)
 from lrfacebench.runtime import (DistContext, derive_seed, environment, resolve_device, rng_state, seed_everything,
@@ -147,6 +149,8 @@ class Trainer:
             distributed.make_distributed(method, ctx.world_size)
 
         sets = {k: load_faces(v) for k, v in plan.lists.items()}
+        if any(LANDMARKS in st.needs for st in stages):  # detected once per face set, then cached
+            sets["hr"] = with_landmarks(sets["hr"])
         for k, fs in sets.items():
             log.info("%s faces: %d from %s (%d identities)", k, len(fs), fs.info["source"], fs.n_identities)
         feeder = Feeder(sets.get("hr"), sets.get("lr"), device, seed=plan.seed, rank=ctx.rank,

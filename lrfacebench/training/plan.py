@@ -15,6 +15,7 @@ from lrfacebench import zoo
 from lrfacebench.data.faces import FaceList, list_dataset, list_sample
 from lrfacebench.errors import TrainError
 from lrfacebench.methods import Method, MethodConfig, Stage, resolve_method
+from lrfacebench.methods.base import LANDMARKS
 from lrfacebench.training.spec import SAMPLE, EngineConfig, RunSpec
 
 
@@ -155,9 +156,10 @@ def _check_continuation(plan: TrainingPlan, stored_cfg: dict, old_env: dict) -> 
 
 
 def check_needs(stages: list[Stage], lists: dict[str, FaceList]) -> None:
-    """Every stream the stages need has faces: HR (and identities) and genuine LR."""
+    """Every stream the stages need has faces: HR (and identities) and genuine LR. (Landmarks are
+    detected when the faces are loaded: :func:`lrfacebench.data.landmarks.with_landmarks`.)"""
     for st in stages:
-        if {"hr", "identity", "lr_artificial"} & set(st.needs) and "hr" not in lists:
+        if {"hr", "identity", "lr_artificial", LANDMARKS} & set(st.needs) and "hr" not in lists:
             raise TrainError(f"stage {st.name!r} needs HR faces: pass --hr DIR (a paired set "
                              "written by `lrfb build-dataset celeba|helen`)")
         if "lr_genuine" in st.needs and "lr" not in lists:
