@@ -28,6 +28,7 @@ METHODS: dict[str, str] = {
     "lrgan": "lrfacebench.baselines.lrgan:LRGAN",
     "sicnn": "lrfacebench.baselines.sicnn:SICNN",
     "fsrnet": "lrfacebench.baselines.fsrnet:FSRNet",
+    "csri": "lrfacebench.baselines.csri:CSRI",
 }
 PLUGIN_GROUP = "lrfacebench.methods"
 

@@ -20,6 +20,7 @@ from lrfacebench import config as cfglib
 
 STREAMS = ("hr", "identity", "lr_artificial", "lr_genuine")
 LANDMARKS = "landmarks"  # a stream only the stages that name it in ``needs`` get (not in STREAMS)
+LR_IDENTITY = "lr_identity"  # likewise: identities of genuine LR faces (CSRI's genuine branch)
 
 
 @dataclass
@@ -34,6 +35,9 @@ class Batch:
                    (pixel i covers [i, i+1)), order left eye, right eye, nose, left and right mouth
                    corner (left = image left; mirrored with the face). A stage that needs them draws
                    only HR faces on which MTCNN found landmarks.
+    lr_identity:   (B,) int64 identity index of each ``lr_genuine`` face in [0, n_lr_identities), an
+                   index into the genuine-LR set's own identities (other people than the HR set's). A
+                   stage that needs it draws only genuine LR faces that have an identity.
     Streams a stage does not need (see :attr:`Stage.needs`) may be ``None``.
     """
 
@@ -42,12 +46,13 @@ class Batch:
     lr_artificial: torch.Tensor | None = None
     lr_genuine: torch.Tensor | None = None
     landmarks: torch.Tensor | None = None
+    lr_identity: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
 class Stage:
     """A training stage: its name, how many optimisation steps it runs, and the data it needs
-    (names of :class:`Batch` fields; :data:`LANDMARKS` only when named)."""
+    (names of :class:`Batch` fields; :data:`LANDMARKS` and :data:`LR_IDENTITY` only when named)."""
 
     name: str
     iterations: int

@@ -1,9 +1,10 @@
 """Training batches drawn on the device from resident uint8 face sets, with no per-image Python work.
 
-Each stream (HR, identity-labelled HR, genuine LR) is one index tensor per step into a resident
-``(N,3,S,S)`` uint8 tensor, then a float conversion to [0,1]; ``lr_artificial = DS(hr)`` is computed
-on the device and quantised to uint8 levels (clamped to [0,1]) like every stored LR face. HR landmarks
-(when the face set has them) follow their faces, mirrored with them.
+Each stream (HR, identity-labelled HR, genuine LR, identity-labelled genuine LR) is one index tensor
+per step into a resident ``(N,3,S,S)`` uint8 tensor, then a float conversion to [0,1];
+``lr_artificial = DS(hr)`` is computed on the device and quantised to uint8 levels (clamped to
+[0,1]) like every stored LR face. HR landmarks (when the face set has them) and identities follow
+their faces, landmarks mirrored with them.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from lrfacebench.data.landmarks import mirror_landmarks
 from lrfacebench.degrade import downsample, to_uint8
 from lrfacebench.errors import DatasetError
 from lrfacebench.methods import Batch, Stage
-from lrfacebench.methods.base import LANDMARKS
+from lrfacebench.methods.base import LANDMARKS, LR_IDENTITY
 from lrfacebench.runtime import derive_seed
 
 log = logging.getLogger(__name__)
@@ -78,15 +79,18 @@ class Feeder:
         self.landmarks = (hr.landmarks.to(self.hr.device)
                           if hr is not None and hr.landmarks is not None else None)
         self.lr = self._place(lr.images) if lr is not None else None
-        # stages that need identities (landmarks) draw from the labelled (landmarked) HR faces
-        # only, so that every batch (on every rank) has them for each face and no step is skipped
+        self.lr_identity = lr.identity.to(self.lr.device) if lr is not None else None
+        # stages that need identities (landmarks) draw from the labelled (landmarked) faces only,
+        # so that every batch (on every rank) has them for each face and no step is skipped
         self.labelled = (torch.nonzero(self.identity >= 0).flatten()
                          if self.identity is not None else None)
+        self.lr_labelled = (torch.nonzero(self.lr_identity >= 0).flatten()
+                            if self.lr_identity is not None else None)
         self.landmarked = (torch.nonzero(torch.isfinite(self.landmarks).flatten(1).all(1)).flatten()
                            if self.landmarks is not None else None)
         self._streams = {name: _Stream(len(t), seed, name, t.device)
                          for name, t in (("hr", self.hr), ("lr", self.lr), ("hr_labelled", self.labelled),
-                                         ("hr_landmarked", self.landmarked))
+                                         ("hr_landmarked", self.landmarked), ("lr_labelled", self.lr_labelled))
                          if t is not None and len(t)}
 
     def _place(self, t: torch.Tensor) -> torch.Tensor:
@@ -119,10 +123,12 @@ class Feeder:
 
     def provides(self) -> set[str]:
         """The Batch streams this feeder can fill (``identity`` only if some HR face has one,
-        ``landmarks`` only if some HR face has them)."""
+        ``landmarks`` only if some HR face has them, ``lr_identity`` only if some genuine LR face
+        has an identity)."""
         out = {"hr", "lr_artificial"} if self.hr is not None else set()
         out |= {"identity"} if "hr_labelled" in self._streams else set()
         out |= {LANDMARKS} if "hr_landmarked" in self._streams else set()
+        out |= {LR_IDENTITY} if "lr_labelled" in self._streams else set()
         return out | ({"lr_genuine"} if self.lr is not None else set())
 
     def batch(self, stage: Stage, stage_index: int, step: int) -> Batch:
@@ -133,6 +139,10 @@ class Feeder:
             raise DatasetError(f"stage {stage.name!r} needs identity labels but no HR face has one")
         if missing == {LANDMARKS}:
             raise DatasetError(f"stage {stage.name!r} needs HR landmarks but the HR faces have none")
+        if missing == {LR_IDENTITY}:
+            raise DatasetError(f"stage {stage.name!r} needs identity labels of genuine LR faces but no "
+                               "genuine LR face has one (build an identity-labelled LR set with "
+                               "`lrfb build-dataset tinyface|survface`)")
         if {"identity", LANDMARKS} <= needs:
             raise DatasetError(f"stage {stage.name!r}: a stage cannot need both identity and landmarks")
         if missing:
@@ -159,8 +169,13 @@ class Feeder:
                 # quantised like every stored LR image and Table 3's inputs: an unquantised x_a
                 # (38 % of the sample's faces had pixels outside [0,1]) tells D "artificial" by itself
                 out.lr_artificial = self._layout(to_uint8(downsample(hr)).float().div_(255.0))
-        if "lr_genuine" in needs:
-            idx = self._streams["lr"].indices(stage_index, step, b, self.rank, self.world_size)
-            u8 = self._take(self.lr, idx)
-            out.lr_genuine = self._image(u8, self._flips(len(idx), "lr", stage_index, step, u8.device))
+        if needs & {"lr_genuine", LR_IDENTITY}:
+            stream = "lr_labelled" if LR_IDENTITY in needs else "lr"
+            idx = self._streams[stream].indices(stage_index, step, b, self.rank, self.world_size)
+            if stream == "lr_labelled":
+                idx = self.lr_labelled[idx]
+                out.lr_identity = self._take(self.lr_identity, idx)
+            if "lr_genuine" in needs:
+                u8 = self._take(self.lr, idx)
+                out.lr_genuine = self._image(u8, self._flips(len(idx), "lr", stage_index, step, u8.device))
         return out

@@ -13,9 +13,9 @@ from typing import Sequence
 from lrfacebench import config as cfglib
 from lrfacebench import zoo
 from lrfacebench.data.faces import FaceList, list_dataset, list_sample
-from lrfacebench.errors import TrainError
+from lrfacebench.errors import DatasetError, TrainError
 from lrfacebench.methods import Method, MethodConfig, Stage, resolve_method
-from lrfacebench.methods.base import LANDMARKS
+from lrfacebench.methods.base import LANDMARKS, LR_IDENTITY
 from lrfacebench.training.spec import SAMPLE, EngineConfig, RunSpec
 
 
@@ -109,8 +109,7 @@ def resolve_plan(spec: RunSpec) -> TrainingPlan:
     if stored_cfg is not None and spec.preset is None and spec.variant is None and not any(method_layers):
         method_layers = [stored_cfg["config"]]  # continuing a run with its own config
         engine_layers = [stored_cfg.get("engine", {}), *engine_layers]
-    if "hr" in lists:  # set by the trainer from the HR data (CentreFace, ...)
-        method_layers.append({"n_identities": len(lists["hr"].identities)})
+    method_layers.append(data_layer(cls, lists))
     cfg = cls.make_config(preset, variant, *method_layers)
     engine = cfglib.resolve(EngineConfig, *engine_layers)
     if spec.compile:
@@ -122,6 +121,16 @@ def resolve_plan(spec: RunSpec) -> TrainingPlan:
     if stored_cfg is not None and not spec.dry_run:
         _check_continuation(plan, stored_cfg, old_env)
     return plan
+
+
+def data_layer(cls: type[Method], lists: dict[str, FaceList]) -> dict[str, int]:
+    """The config values the trainer sets from the data: ``n_identities`` (HR identities, CentreFace
+    and the like) and, for a config that has the field, ``n_lr_identities`` (genuine-LR identities,
+    CSRI; other configs, and their hashes, stay as they are)."""
+    out = {"n_identities": len(lists["hr"].identities)} if "hr" in lists else {}
+    if "lr" in lists and any(f.name == "n_lr_identities" for f in dataclasses.fields(cls.Config)):
+        out["n_lr_identities"] = len(lists["lr"].identities)
+    return out
 
 
 def _resolve_init(spec: RunSpec, variant: str, stored_cfg: dict | None) -> dict[str, str] | None:
@@ -156,17 +165,21 @@ def _check_continuation(plan: TrainingPlan, stored_cfg: dict, old_env: dict) -> 
 
 
 def check_needs(stages: list[Stage], lists: dict[str, FaceList]) -> None:
-    """Every stream the stages need has faces: HR (and identities) and genuine LR. (Landmarks are
-    detected when the faces are loaded: :func:`lrfacebench.data.landmarks.with_landmarks`.)"""
+    """Every stream the stages need has faces: HR (and identities) and genuine LR (and identities).
+    (Landmarks are detected when the faces are loaded: :func:`lrfacebench.data.landmarks.with_landmarks`.)"""
     for st in stages:
         if {"hr", "identity", "lr_artificial", LANDMARKS} & set(st.needs) and "hr" not in lists:
             raise TrainError(f"stage {st.name!r} needs HR faces: pass --hr DIR (a paired set "
                              "written by `lrfb build-dataset celeba|helen`)")
-        if "lr_genuine" in st.needs and "lr" not in lists:
+        if {"lr_genuine", LR_IDENTITY} & set(st.needs) and "lr" not in lists:
             raise TrainError(f"stage {st.name!r} needs genuine LR faces: pass --lr DIR (a set "
                              "written by `lrfb build-dataset widerface|pipa|...`)")
         if "identity" in st.needs and not lists["hr"].identities:
             raise TrainError(f"stage {st.name!r} needs identity labels, but the HR set has none")
+        if LR_IDENTITY in st.needs and not lists["lr"].identities:
+            raise DatasetError(f"{lists['lr'].source}: stage {st.name!r} needs identity labels of genuine LR "
+                               "faces, but these have none; pass --lr a set built by `lrfb build-dataset "
+                               "tinyface|survface` (its manifest gives each face an identity)", "lr")
 
 
 def describe_training_plan(plan: TrainingPlan, method_spec: str) -> str:
