@@ -191,6 +191,7 @@ def evaluate(runs: dict[tuple[str, int], Path], test_dir: Path, embed, oracle: P
         for (row, seed), run in runs.items():
             if row == "sr":
                 values["phi_sr", seed] = with_phi_sr(unit_to_signed(lr), seed)
+                del values["phi_sr", seed]["lr_restoration_psnr"]  # the input's: row "input" has it
                 values["oracle_phi_cr", seed] = with_phi_sr(oracle(unit_to_signed(lr)), seed)
             elif row.startswith("cr:"):
                 phi_cr = load_method(run, "cpu").nets["phi_cr"].eval()
