@@ -6,7 +6,11 @@ the embedded sample's 13 scenes (nine 500 px PASCAL VOC photos, two 1024 px crow
 WIDER FACE photos) -- into a temporary folder, once per detector setting, each in a fresh
 process so that its peak memory is its own:
 
-* ``pyramid``: today's default (``detector.schedule = "pyramid"``, P-Net threshold 0.7);
+* ``pyramid``: today's default (``detector.schedule = "pyramid"``, P-Net threshold 0.7), which
+  searches only the pyramid levels finding faces of the size filter's window, with
+  ``detector.level_margins`` = (0, 1) levels of margin below and above it;
+* ``wide_levels``: the pyramid's former level set (``detector.level_margins=[1, 1000]``: one level
+  below the smallest face, none cut above);
 * ``per_scale``: the former search (``detector.schedule=per_scale``, thresholds 0.8, 0.7, 0.6).
 
 For each it prints photos/s, megapixels/s, faces kept/s, the wall and detector time, the peak
@@ -18,7 +22,8 @@ detector's time per process (the time summed over the shards, divided by the pro
 ran at once). ``x4 floor`` uses the FLOPs of one x4 pyramid of every photo instead (the
 floor issue 19 states), the same for both settings.
 
-    python benchmarks/bench_build.py --workers 2              # sample scenes, both settings, CPU
+    python benchmarks/bench_build.py --workers 2              # sample scenes, every setting, CPU
+    python benchmarks/bench_build.py --workers 2 --recall     # and each one's recall at 12 and 9 px
     python benchmarks/bench_build.py --settings pyramid --root PHOTOS --workers 2 --limit 50
     python benchmarks/bench_build.py --huge 8000x6000 --settings pyramid  # one 48 MP photo (a sample
                                                         # crowd photo enlarged): detector.max_work_pixels
@@ -34,9 +39,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
-SETTINGS = {"pyramid": [], "per_scale": ["detector.schedule=per_scale", "detector.thresholds=[0.8, 0.7, 0.6]"]}
+SETTINGS = {"pyramid": [], "wide_levels": ["detector.level_margins=[1, 1000]"],
+            "per_scale": ["detector.schedule=per_scale", "detector.thresholds=[0.8, 0.7, 0.6]"]}
 
 
 def run(root: Path, device: str, workers: int, limit: int | None, overrides: list[str]) -> dict[str, float]:
@@ -75,25 +83,51 @@ def pnet_work(root: Path, limit: int | None, overrides: list[str]) -> tuple[floa
     from lrfacebench.io import list_images, open_image
 
     cfg = resolve_config("folder", None, overrides, limit, "cpu")
-    d, smallest = cfg.detector, cfg.filters.min_avg_size
+    d, window = cfg.detector, (cfg.filters.min_avg_size, cfg.filters.max_avg_size)
     pnet = PNet(pretrained=False)
     mp = searched = x4 = 0.0
 
-    def pyramid(w: int, h: int, top: float, small: float) -> float:
+    def pyramid(w: int, h: int, top: float, faces: tuple[float, float] = (0.0, math.inf)) -> float:
         return sum(pnet_flops(pnet, *level_size((0, 0, w, h), s)[::-1])
-                   for s in level_scales(w, h, top, d.min_face_size, d.factor, small))
+                   for s in level_scales(w, h, top, d.min_face_size, d.factor, *faces, tuple(d.level_margins)))
 
     for path in list_images(root)[:limit]:
         with open_image(path) as im:
             w, h = im.size
         mp += w * h / 1e6
-        scales = bounded_scales(w, h, d, smallest)
-        x4 += pyramid(w, h, max(d.scales), 0.0)
+        scales = bounded_scales(w, h, d, window[0])
+        x4 += pyramid(w, h, max(d.scales))
         if not scales:
             continue
-        searched += (pyramid(w, h, max(scales), smallest) if d.schedule == "pyramid"
-                     else sum(pyramid(w, h, s, 0.0) for s in scales))
+        searched += (pyramid(w, h, max(scales), window) if d.schedule == "pyramid"
+                     else sum(pyramid(w, h, s) for s in scales))
     return mp, searched, x4
+
+
+def recall(overrides: list[str]) -> str:
+    """Recall / precision of the setting's detector on the detection test's photos (the sample's
+    dlib photos, 43 faces, shrunk to 12 and 9 px; quality filters; IoU >= 0.4): searching every
+    level as the test does, and within the size filter's window as a build does."""
+    from lrfacebench.data.annotated import evaluate_on_annotated, load_dlib_annotated
+    from lrfacebench.data.detect import make_detector
+    from lrfacebench.data.filters import FilterConfig, quality_filter
+    from lrfacebench.data.recipe import resolve_config
+    from lrfacebench.data.sources.sample import default_root
+
+    cfg = resolve_config("folder", None, overrides, None, "cpu")
+    det, keep = make_detector(cfg.detector), quality_filter(FilterConfig())
+    window = (cfg.filters.min_avg_size, cfg.filters.max_avg_size)
+
+    # what a build searches: the levels of the size filter's window
+    windowed = SimpleNamespace(name=det.name, detect=partial(det.detect, rois=None, smallest_face=window[0],
+                                                             largest_face=window[1]))
+    _, photos, boxes = load_dlib_annotated(default_root() / "scenes" / "dlib_faces")
+    parts = []
+    for label, d in (("every level", det), ("build window", windowed)):
+        for px in (12, 9):
+            r = evaluate_on_annotated(d, photos, boxes, px, verify=keep)
+            parts.append(f"{label} {px} px R {r['recall']:.3f} P {r['precision']:.3f}")
+    return "; ".join(parts)
 
 
 def conv_speed() -> float:
@@ -155,6 +189,8 @@ def main() -> None:
     ap.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     ap.add_argument("--huge", metavar="WxH", help="build one photo of this size instead of --root")
     ap.add_argument("--device", default="cpu", help="detector device (cpu, cuda, auto)")
+    ap.add_argument("--recall", action="store_true",
+                    help="also print each setting's recall/precision on the detection test's photos")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -172,7 +208,7 @@ def main() -> None:
         mp, searched, x4 = pnet_work(args.root, args.limit, overrides)
         r = rows[name] = child(args, overrides)
         det = max(r["detect_s"], 1e-9) / r["procs"]  # detector seconds per process running at once
-        print(f"{name:>9}: {r['photos'] / r['wall_s']:.3f} photos/s, {mp / r['wall_s']:.3f} MP/s, "
+        print(f"{name:>11}: {r['photos'] / r['wall_s']:.3f} photos/s, {mp / r['wall_s']:.3f} MP/s, "
               f"{r['kept'] / r['wall_s']:.2f} faces/s kept ({r['photos']} photos, {mp:.2f} MP, {r['kept']} faces, "
               f"{r['wall_s']:.1f} s wall, {r['detect_s']:.1f} s in the detector over {r['procs']} process(es), "
               f"{r['too_large']} too large); "
@@ -180,10 +216,13 @@ def main() -> None:
               f"{searched / speed / det:.2f} of that floor; x4 floor {x4 / 1e12:.3f} TFLOP, "
               f"{x4 / speed / det:.2f} of it; peak RSS {r['rss_mb']:.0f} MB, "
               f"largest worker {r['worker_rss_mb']:.0f} MB" + ("" if args.workers > 1 else " (no workers)"))
-    if len(rows) == 2:
-        new, old = rows["pyramid"], rows["per_scale"]
-        print(f"pyramid / per_scale: {(new['photos'] / new['wall_s']) / (old['photos'] / old['wall_s']):.1f}x "
-              f"photos/s, {old['detect_s'] / max(new['detect_s'], 1e-9):.1f}x less detector time")
+        if args.recall:
+            print(f"{name:>11}: {recall(overrides)}")
+    old = rows.get("per_scale")
+    for name, new in rows.items():
+        if old is not None and name != "per_scale":
+            print(f"{name} / per_scale: {(new['photos'] / new['wall_s']) / (old['photos'] / old['wall_s']):.1f}x "
+                  f"photos/s, {old['detect_s'] / max(new['detect_s'], 1e-9):.1f}x less detector time")
     if args.huge:
         shutil.rmtree(args.root, ignore_errors=True)
 

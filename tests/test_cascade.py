@@ -14,8 +14,19 @@ def test_one_pyramid_from_x4_holds_the_levels_of_the_x2_and_x1_pyramids():
         for s in level_scales(1000, 700, top, 12.0, 0.709):
             assert min(abs(s / t - 1) for t in x4) < 0.02  # factor**2 = 0.503 ~ 1/2
     assert x4[0] == 4.0 and 700 * x4[-1] >= WINDOW > 700 * x4[-1] * 0.709
-    # faces >= 6 px: x4 (3-4.2 px faces) is skipped, x2.84 (4.2-6 px, one level of margin) kept
-    assert level_scales(1000, 700, 4.0, 12.0, 0.709, smallest_face=6.0) == x4[1:]
+    # faces >= 6 px: x4 (3-4.2 px faces) and x2.84 (4.2-6 px) are skipped; one level of margin keeps x2.84
+    assert level_scales(1000, 700, 4.0, 12.0, 0.709, smallest_face=6.0) == x4[2:]
+    assert level_scales(1000, 700, 4.0, 12.0, 0.709, smallest_face=6.0, margins=(1, 1)) == x4[1:]
+
+
+def test_levels_finding_only_faces_outside_the_size_window_are_skipped():
+    x4 = level_scales(1000, 700, 4.0, 12.0, 0.709)
+    window = level_scales(1000, 700, 4.0, 12.0, 0.709, smallest_face=6.0, largest_face=16.0)
+    # x2.01 (6-8.5 px faces) to x1.01 (11.9-16.8 px), plus x0.72 (16.8-23.6 px): one level of margin above
+    assert [round(s, 2) for s in window] == [2.01, 1.43, 1.01, 0.72] and set(window) <= set(x4)
+    tight = level_scales(1000, 700, 4.0, 12.0, 0.709, smallest_face=6.0, largest_face=16.0, margins=(0, 0))
+    assert tight == window[:-1]
+    assert level_scales(1000, 700, 4.0, 12.0, 0.709, smallest_face=6.0, largest_face=16.0, margins=(2, 2)) == x4[:7]
 
 
 @pytest.mark.parametrize("length", [12, 13, 100, 511, 512, 513, 1000, 1035])

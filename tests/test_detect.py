@@ -178,14 +178,19 @@ def test_per_image_scales_equal_a_detector_configured_with_them(small_photo, det
     assert [d.box for d in many[1]] == [d.box for d in detector.detect(image)]
 
 
-def test_pyramid_skips_only_levels_below_the_smallest_face(small_photo, detector):
-    """The builder passes filters.min_avg_size: levels finding only smaller faces are not searched."""
+def test_pyramid_skips_only_levels_outside_the_face_sizes(small_photo, detector):
+    """The builder passes filters.min_avg_size and max_avg_size: levels finding only smaller or
+    only larger faces are not searched."""
     img, gt = small_photo  # faces of about 12 px
     every = detector.detect_many([img])[0]
-    from6 = detector.detect_many([img], smallest_face=6.0)[0]
+    window = detector.detect_many([img], None, 6.0, 16.0)[0]
     found = lambda dets: {j for _, j, _ in match_greedy(np.array([d.box for d in dets]).reshape(-1, 4), gt, 0.4)}
-    assert len(found(every)) >= 6 and found(from6) == found(every)
+    assert len(found(every)) >= 6 and found(window) == found(every)
+    assert found(detector.detect(img, None, 6.0, 16.0)) == found(every)
     assert detector.detect_many([img], smallest_face=100.0) == [[]]  # no level finds faces that big here
+    assert detector.detect_many([img], largest_face=2.0) == [[]]  # nor that small (x4, the margin, finds 3-4 px)
+    with pytest.raises(ValueError, match="level_margins"):
+        DetectorConfig(level_margins=(0, -1))
 
 
 def test_per_scale_schedule_is_the_former_search(small_photo):

@@ -68,18 +68,22 @@ class Candidates:
 
 
 def level_scales(width: int, height: int, top: float, min_face_size: float, factor: float,
-                 smallest_face: float = 0.0) -> tuple[float, ...]:
+                 smallest_face: float = 0.0, largest_face: float = math.inf,
+                 margins: tuple[int, int] = (0, 1)) -> tuple[float, ...]:
     """Scales of the pyramid searched in a ``width`` x ``height`` region, largest first.
 
     Level ``k`` is ``top * 12 / min_face_size * factor**k`` (facenet-pytorch's pyramid of an
     image up-sampled by ``top``), down to the last level whose shorter side is >= 12 px. A level
-    ``s`` finds faces of about ``12/s`` to ``12/(s*factor)`` original px; levels whose faces are
-    all below ``smallest_face`` are skipped, with one level of margin (kept while
-    ``12 / (s * factor**2) > smallest_face``): x4 only finds faces under 6 px.
+    ``s`` finds faces of about ``12/s`` to ``12/(s*factor)`` original px. Levels whose faces all
+    lie outside [``smallest_face``, ``largest_face``] are skipped, except ``margins`` = (below,
+    above) levels on either side of that window, for box regression moving a face across a
+    level boundary: a level is kept while ``12 / (s * factor**(1 + below)) > smallest_face`` and
+    ``12 * factor**above / s <= largest_face``. With the default (0, 1) and faces of 6-16 px,
+    x4 and x2.84 (faces under 6 px) and the levels from x0.51 (faces over 23 px) down are skipped.
     """
-    out, s = [], top * WINDOW / min_face_size
+    (below, above), out, s = margins, [], top * WINDOW / min_face_size
     while min(width, height) * s >= WINDOW:
-        if WINDOW / (s * factor * factor) > smallest_face:
+        if WINDOW / (s * factor ** (1 + below)) > smallest_face and WINDOW * factor ** above / s <= largest_face:
             out.append(s)
         s *= factor
     return tuple(out)
@@ -130,8 +134,8 @@ def _resample(image: np.ndarray, region: tuple[int, int, int, int], size: tuple[
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
-    """MTCNN's input scaling of [0,255] pixels to about [-1,1]."""
-    return (x - 127.5) * 0.0078125
+    """MTCNN's input scaling of [0,255] pixels to about [-1,1], in place on float ``x``."""
+    return x.sub_(127.5).mul_(0.0078125)
 
 
 class Cascade:
@@ -254,7 +258,8 @@ class _CropSource:
 
     def __init__(self, image: np.ndarray, r: Region):
         w, h = level_size(r.box, r.top)
-        self.pixels = torch.from_numpy(_resample(image, r.box, (w, h))).permute(2, 0, 1)[None].float().contiguous()
+        # cv2.split + numpy's conversion: 3x faster than torch's permute, float and contiguous
+        self.pixels = torch.from_numpy(np.stack(cv2.split(_resample(image, r.box, (w, h)))).astype(np.float32))[None]
         x1, y1, x2, y2 = r.box
         self.origin = torch.tensor([x1, y1, x1, y1], dtype=torch.float64)
         self.scale = torch.tensor([w / (x2 - x1), h / (y2 - y1)] * 2, dtype=torch.float64)

@@ -78,6 +78,11 @@ class DetectorConfig:
     by NMS (``nms_iou``), the former search (on the shrunk dlib photos (1, 2, 4) was as accurate
     as (1, 2, 3, 4) at 70 % of its time). ``pnet_tile``: pyramid: P-Net input tiles of at most
     this side (even, level px), which bounds its memory without changing what it finds.
+    ``level_margins``: pyramid, given the face sizes to find (a build passes the size filter's
+    ``min_avg_size`` and ``max_avg_size``): the levels searched beyond those that find such faces,
+    (below, above). (0, 1) skips x4 and x2.84 (faces under 6 px: half of the P-Net pixels) and the
+    levels for faces over 23 px; on the sample's dlib photos shrunk to 6.5-15 px it finds what
+    (1, all levels above) found, while (0, 0) lost 3 of 43 faces at 12 px.
     ``thresholds``: P-, R-, O-Net probability thresholds (facenet-pytorch: 0.6, 0.7, 0.7). P-Net
     is raised to 0.7: on up-sampled photos it passes thousands of texture windows to R-Net (the
     per_scale search used 0.8, which halves them; with one pyramid 0.8 lost 2 of 43 faces at
@@ -113,6 +118,7 @@ class DetectorConfig:
     tile: int = 2048
     tile_overlap: int = 256
     pnet_tile: int = 512
+    level_margins: tuple[int, int] = (0, 1)
     batch_size: int = 8
     max_work_pixels: float = float(1 << 25)
     device: str = "auto"
@@ -122,6 +128,8 @@ class DetectorConfig:
             raise ValueError(f"detector.scales must be positive, got {self.scales}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"detector.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if len(self.level_margins) != 2 or min(self.level_margins) < 0:
+            raise ValueError(f"detector.level_margins must be two counts >= 0, got {self.level_margins}")
         if self.pnet_tile < 32 or self.pnet_tile % 2:
             raise ValueError(f"detector.pnet_tile must be even and >= 32, got {self.pnet_tile}")
         if self.tile <= self.tile_overlap:
@@ -137,13 +145,14 @@ class Detector(Protocol):
     name: str
 
     def detect(self, image: np.ndarray, rois: Sequence[Box] | None = None,
-               smallest_face: float = 0.0) -> list[Detection]:
+               smallest_face: float = 0.0, largest_face: float = math.inf) -> list[Detection]:
         """Faces in RGB uint8 ``image`` (H,W,3), best score first; with ``rois`` only inside them.
-        ``smallest_face``: original px; the search may skip what finds only smaller faces."""
+        ``smallest_face``, ``largest_face``: original px; the search may skip what finds only
+        smaller or only larger faces."""
         ...
 
     def detect_many(self, images: Sequence[np.ndarray], scales: Sequence[tuple[float, ...]] | None = None,
-                    smallest_face: float = 0.0) -> list[list[Detection]]:
+                    smallest_face: float = 0.0, largest_face: float = math.inf) -> list[list[Detection]]:
         """:meth:`detect` on each whole image, searched together.
         ``scales``: per image, the up-sampling factors to use instead of the configured ones."""
         ...
@@ -234,27 +243,27 @@ class MTCNNDetector:
 
     # ---- public API ---------------------------------------------------------------------
     def detect(self, image: np.ndarray, rois: Sequence[Box] | None = None,
-               smallest_face: float = 0.0) -> list[Detection]:
-        """See :meth:`Detector.detect`; ``smallest_face`` is used by the pyramid schedule only."""
+               smallest_face: float = 0.0, largest_face: float = math.inf) -> list[Detection]:
+        """See :meth:`Detector.detect`; the face bounds are used by the pyramid schedule only."""
         check_image(image)
         found = ([r for roi in rois if (r := self._roi_region(image, roi))] if rois is not None
                  else [_whole_region(image)])
         if self.cascade is not None:
             return self._merge(self._search([image], [(0, r, v, tuple(self.cfg.scales)) for r, v in found],
-                                            smallest_face), 1)[0]
+                                            (smallest_face, largest_face)), 1)[0]
         jobs = (j for r, v in found for s in self.cfg.scales for j in self._region_jobs(image, r, s, 0, v))
         return self._merge(self._run(jobs), 1)[0]
 
     def detect_many(self, images: Sequence[np.ndarray], scales: Sequence[tuple[float, ...]] | None = None,
-                    smallest_face: float = 0.0) -> list[list[Detection]]:
-        """See :meth:`Detector.detect_many`; ``smallest_face`` is used by the pyramid schedule only."""
+                    smallest_face: float = 0.0, largest_face: float = math.inf) -> list[list[Detection]]:
+        """See :meth:`Detector.detect_many`; the face bounds are used by the pyramid schedule only."""
         for im in images:
             check_image(im)
         per = [tuple(self.cfg.scales)] * len(images) if scales is None else list(scales)
         whole = [_whole_region(im) for im in images]
         if self.cascade is not None:
             return self._merge(self._search(images, [(i, r, v, per[i]) for i, (r, v) in enumerate(whole)],
-                                            smallest_face), len(images))
+                                            (smallest_face, largest_face)), len(images))
         jobs = (j for i, im in enumerate(images) for s in per[i]
                 for j in self._region_jobs(im, whole[i][0], s, i, whole[i][1]))
         return self._merge(self._run(jobs), len(images))
@@ -279,16 +288,18 @@ class MTCNNDetector:
     # ---- the pyramid schedule -----------------------------------------------------------
     def _search(self, images: Sequence[np.ndarray],
                 regions: Sequence[tuple[int, tuple[int, int, int, int], Box, tuple[float, ...]]],
-                smallest_face: float) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+                faces: tuple[float, float]) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
         """:class:`Cascade` over (owner, region, valid box, scales) searches, image by image, each
-        one pyramid from its largest scale; (owner, boxes, scores, points) kept by :meth:`_keep`."""
+        one pyramid from its largest scale without the levels that find only faces outside
+        ``faces`` (smallest, largest; original px); (owner, boxes, scores, points) kept by
+        :meth:`_keep`."""
         c = self.cfg
         assert self.cascade is not None
         out = []
         for owner, image in enumerate(images):
             mine = [(r, v, sc) for o, r, v, sc in regions if o == owner and sc]
             plan = [Region(r, level_scales(r[2] - r[0], r[3] - r[1], max(sc), c.min_face_size, c.factor,
-                                           smallest_face), max(sc)) for r, _, sc in mine]
+                                           *faces, tuple(c.level_margins)), max(sc)) for r, _, sc in mine]
             found = self.cascade(image, plan)
             region, boxes, scores, points = (t.numpy() for t in (found.region, found.boxes, found.scores, found.points))
             for i, (_, valid, _) in enumerate(mine):

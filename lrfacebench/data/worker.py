@@ -257,19 +257,18 @@ class ShardWorker:
 
     def _detect(self, loaded: list[tuple[Item, np.ndarray, tuple[Annot, ...]]]) -> list[list[Detection]]:
         out: list[list[Detection]] = [[] for _ in loaded]
+        faces = (self.cfg.filters.min_avg_size, self.cfg.filters.max_avg_size)  # the size filter's window
         whole = [i for i, (it, _, _) in enumerate(loaded) if it.mode in ("detect", "scene")]
         if whole:
-            # smallest_face: pyramid levels that only find faces the size filter drops are skipped
+            # pyramid levels that only find faces the size filter drops are skipped
             found = _detector(self.cfg.detector).detect_many(
                 [loaded[i][1] for i in whole],
-                [self._scales[(loaded[i][0].source, loaded[i][0].frame)] for i in whole],
-                smallest_face=self.cfg.filters.min_avg_size)
+                [self._scales[(loaded[i][0].source, loaded[i][0].frame)] for i in whole], *faces)
             for i, f in zip(whole, found):
                 out[i] = f
         for i, (item, image, annots) in enumerate(loaded):
             if item.mode == "roi" and annots:
-                out[i] = _detector(self.cfg.detector).detect(image, rois=[a.roi or a.box for a in annots],
-                                                             smallest_face=self.cfg.filters.min_avg_size)
+                out[i] = _detector(self.cfg.detector).detect(image, [a.roi or a.box for a in annots], *faces)
         return out
 
     def _candidates(self, item: Item, image: np.ndarray, annots: tuple[Annot, ...],
