@@ -22,10 +22,12 @@ def test_one_pyramid_from_x4_holds_the_levels_of_the_x2_and_x1_pyramids():
 def test_levels_finding_only_faces_outside_the_size_window_are_skipped():
     x4 = level_scales(1000, 700, 4.0, 12.0, 0.709)
     window = level_scales(1000, 700, 4.0, 12.0, 0.709, smallest_face=6.0, largest_face=16.0)
-    # x2.01 (6-8.5 px faces) to x1.01 (11.9-16.8 px), plus x0.72 (16.8-23.6 px): one level of margin above
-    assert [round(s, 2) for s in window] == [2.01, 1.43, 1.01, 0.72] and set(window) <= set(x4)
+    # x2.01 (6-8.5 px faces) to x1.01 (11.9-16.8 px), plus x0.72 (16.8-23.6 px) and x0.51 (23.6-33 px):
+    # two levels of margin above
+    assert [round(s, 2) for s in window] == [2.01, 1.43, 1.01, 0.72, 0.51] and set(window) <= set(x4)
+    one_above = level_scales(1000, 700, 4.0, 12.0, 0.709, smallest_face=6.0, largest_face=16.0, margins=(0, 1))
     tight = level_scales(1000, 700, 4.0, 12.0, 0.709, smallest_face=6.0, largest_face=16.0, margins=(0, 0))
-    assert tight == window[:-1]
+    assert one_above == window[:-1] and tight == window[:-2]
     assert level_scales(1000, 700, 4.0, 12.0, 0.709, smallest_face=6.0, largest_face=16.0, margins=(2, 2)) == x4[:7]
 
 

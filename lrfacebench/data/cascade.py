@@ -69,7 +69,7 @@ class Candidates:
 
 def level_scales(width: int, height: int, top: float, min_face_size: float, factor: float,
                  smallest_face: float = 0.0, largest_face: float = math.inf,
-                 margins: tuple[int, int] = (0, 1)) -> tuple[float, ...]:
+                 margins: tuple[int, int] = (0, 2)) -> tuple[float, ...]:
     """Scales of the pyramid searched in a ``width`` x ``height`` region, largest first.
 
     Level ``k`` is ``top * 12 / min_face_size * factor**k`` (facenet-pytorch's pyramid of an
@@ -78,8 +78,8 @@ def level_scales(width: int, height: int, top: float, min_face_size: float, fact
     lie outside [``smallest_face``, ``largest_face``] are skipped, except ``margins`` = (below,
     above) levels on either side of that window, for box regression moving a face across a
     level boundary: a level is kept while ``12 / (s * factor**(1 + below)) > smallest_face`` and
-    ``12 * factor**above / s <= largest_face``. With the default (0, 1) and faces of 6-16 px,
-    x4 and x2.84 (faces under 6 px) and the levels from x0.51 (faces over 23 px) down are skipped.
+    ``12 * factor**above / s <= largest_face``. With the default (0, 2) and faces of 6-16 px,
+    x4 and x2.84 (faces under 6 px) and the levels from x0.36 (faces over 33 px) down are skipped.
     """
     (below, above), out, s = margins, [], top * WINDOW / min_face_size
     while min(width, height) * s >= WINDOW:

@@ -80,9 +80,10 @@ class DetectorConfig:
     this side (even, level px), which bounds its memory without changing what it finds.
     ``level_margins``: pyramid, given the face sizes to find (a build passes the size filter's
     ``min_avg_size`` and ``max_avg_size``): the levels searched beyond those that find such faces,
-    (below, above). (0, 1) skips x4 and x2.84 (faces under 6 px: half of the P-Net pixels) and the
-    levels for faces over 23 px; on the sample's dlib photos shrunk to 6.5-15 px it finds what
-    (1, all levels above) found, while (0, 0) lost 3 of 43 faces at 12 px.
+    (below, above). (0, 2) skips x4 and x2.84 (faces under 6 px: half of the P-Net pixels) and the
+    levels for faces over 33 px. On the sample's dlib photos shrunk to 6.5-15 px (0, 1) already
+    finds what (1, all levels above) found, while (0, 0) lost 3 of 43 faces at 12 px; on the
+    sample clip shrunk x0.5 (0, 1) kept 7 faces where (0, 2) and all levels keep the same 10.
     ``thresholds``: P-, R-, O-Net probability thresholds (facenet-pytorch: 0.6, 0.7, 0.7). P-Net
     is raised to 0.7: on up-sampled photos it passes thousands of texture windows to R-Net (the
     per_scale search used 0.8, which halves them; with one pyramid 0.8 lost 2 of 43 faces at
@@ -118,7 +119,7 @@ class DetectorConfig:
     tile: int = 2048
     tile_overlap: int = 256
     pnet_tile: int = 512
-    level_margins: tuple[int, int] = (0, 1)
+    level_margins: tuple[int, int] = (0, 2)
     batch_size: int = 8
     max_work_pixels: float = float(1 << 25)
     device: str = "auto"
