@@ -8,9 +8,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
+from lrfacebench.cli.sr import sr_command
 from lrfacebench.degrade import downsample, imresize, upsample
 from lrfacebench.io import list_images, load_checkpoint, read_rgb, save_checkpoint, sha256_file
 from lrfacebench.methods import Batch, Method, get_method
@@ -46,6 +49,20 @@ def _build(name: str, variant: str, preset: str = "smoke", seed: int = 0, **over
 def _batch(faces: dict[str, torch.Tensor], idx: torch.Tensor) -> Batch:
     return Batch(hr=faces["hr"][idx], lr_artificial=faces["lr_artificial"][idx],
                  lr_genuine=faces["lr_genuine"][idx.flip(0)])
+
+
+def _sr_three_sample_faces(run: Path, sample_dir: Path, tmp_path: Path) -> list[np.ndarray]:
+    """``lrfb sr RUN`` on three of the sample's genuine LR crops: their (64,64,3) uint8 outputs."""
+    faces = sorted((sample_dir / "genuine_lr").glob("*.png"))[:3]
+    src = tmp_path / "in"
+    src.mkdir()
+    for p in faces:
+        (src / p.name).write_bytes(p.read_bytes())
+    res = CliRunner().invoke(sr_command, [str(run), str(src), "--out", str(tmp_path / "sr")])
+    assert res.exit_code == 0, res.output
+    outs = [read_rgb(tmp_path / "sr" / p.name) for p in faces]
+    assert all(o.shape == (64, 64, 3) for o in outs)
+    return outs
 
 
 def _nets_with_grad(method: Method) -> set[str]:

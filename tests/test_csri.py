@@ -9,21 +9,19 @@ labelled people (two in Training_Set, three in the test protocol) and three unla
 from __future__ import annotations
 
 import csv
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
-from test_baselines import _build, _nets_with_grad, _record_steps, faces  # noqa: F401 (fixture)
+from test_baselines import _build, _nets_with_grad, _record_steps, _sr_three_sample_faces, faces  # noqa: F401 (fixture)
 from test_identity_sources import build, make_tinyface, people, strangers  # noqa: F401 (fixtures)
 
-from lrfacebench.cli.sr import sr_command
 from lrfacebench.cli.train import train_command
 from lrfacebench.data.faces import list_dataset, list_sample, load_faces
 from lrfacebench.degrade import to_uint8
 from lrfacebench.errors import DatasetError
-from lrfacebench.io import load_checkpoint, read_json, read_rgb
+from lrfacebench.io import load_checkpoint, read_json
 from lrfacebench.methods import Batch, Stage
 from lrfacebench.methods.base import LR_IDENTITY
 from lrfacebench.nn.centreface import CentreFace
@@ -179,11 +177,4 @@ def test_smoke_train_run_and_lrfb_sr(tmp_path, sample_dir, tinyface) -> None:
     assert {("pretrain_sr", "pixel"), ("pretrain_fr", "id_hr"), ("csri", "pixel"), ("csri", "id_hr"),
             ("csri", "id_lr"), ("csri", "total")} <= names
 
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    for p in sorted((sample_dir / "genuine_lr").glob("*.png"))[:3]:
-        shutil.copy(p, inputs / p.name)
-    res = runner.invoke(sr_command, [str(run), str(inputs), "--out", str(tmp_path / "sr")])
-    assert res.exit_code == 0, res.output
-    written = sorted((tmp_path / "sr").glob("*.png"))
-    assert len(written) == 3 and all(read_rgb(p).shape == (64, 64, 3) for p in written)
+    _sr_three_sample_faces(run, sample_dir, tmp_path)

@@ -10,16 +10,14 @@ import csv
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
-from test_baselines import _build, _nets_with_grad, _record_steps
+from test_baselines import _build, _nets_with_grad, _record_steps, _sr_three_sample_faces
 from test_faces import make_built_set
 
-from lrfacebench.cli.sr import sr_command
 from lrfacebench.data.faces import FaceSet, list_sample, load_faces
 from lrfacebench.data.landmarks import detect_landmarks, mirror_landmarks, with_landmarks
 from lrfacebench.degrade import downsample, to_uint8
 from lrfacebench.errors import DatasetError
-from lrfacebench.io import read_rgb, write_png
+from lrfacebench.io import write_png
 from lrfacebench.methods import Batch, Stage
 from lrfacebench.nn.fsrnet import Hourglass, landmark_heatmaps
 from lrfacebench.training.feeder import Feeder
@@ -154,12 +152,5 @@ def test_smoke_run_trains_saves_and_super_resolves(tmp_path, sample_dir, variant
     assert len(fine) == len(prior) == 12 and np.mean(fine[-3:]) < np.mean(fine[:3])
     assert all(v > 0 for v in prior)
     assert (run / "final.pt").is_file() and (run / "parameters.json").is_file()
-    faces = sorted((sample_dir / "genuine_lr").glob("*.png"))[:3]
-    src = tmp_path / "in"
-    src.mkdir()
-    for p in faces:
-        (src / p.name).write_bytes(p.read_bytes())
-    res = CliRunner().invoke(sr_command, [str(run), str(src), "--out", str(tmp_path / "sr")])
-    assert res.exit_code == 0, res.output
-    outs = [read_rgb(tmp_path / "sr" / p.name) for p in faces]
-    assert all(o.shape == (64, 64, 3) for o in outs) and np.std(outs[0]) > 0
+    outs = _sr_three_sample_faces(run, sample_dir, tmp_path)
+    assert np.std(outs[0]) > 0

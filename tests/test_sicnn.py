@@ -4,18 +4,15 @@ run, and ``lrfb train sicnn`` + ``lrfb sr`` end to end (``smoke`` preset)."""
 from __future__ import annotations
 
 import hashlib
-import shutil
-from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
-from test_baselines import _batch, _build, _nets_with_grad, _record_steps, faces  # noqa: F401 (fixture)
+from test_baselines import _batch, _build, _nets_with_grad, _record_steps, _sr_three_sample_faces, faces  # noqa: F401 (fixture)
 
 from lrfacebench.baselines.sicnn import HallucinationNet, super_identity
-from lrfacebench.cli.sr import sr_command
 from lrfacebench.cli.train import train_command
-from lrfacebench.io import load_checkpoint, read_json, read_rgb
+from lrfacebench.io import load_checkpoint, read_json
 from lrfacebench.nn.centreface import CentreFace
 from lrfacebench.runs import split_net_spec
 
@@ -165,14 +162,7 @@ def test_smoke_train_run_and_lrfb_sr(tmp_path, sample_dir) -> None:
     names = {line.split(",")[2] for line in (run / "metrics.csv").read_text().splitlines()[1:]}
     assert {"fr_softmax", "fr_centre", "pixel", "si", "total"} <= names
 
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    for p in sorted((sample_dir / "genuine_lr").glob("*.png"))[:3]:
-        shutil.copy(p, inputs / p.name)
-    res = runner.invoke(sr_command, [str(run), str(inputs), "--out", str(tmp_path / "sr")])
-    assert res.exit_code == 0, res.output
-    written = sorted((tmp_path / "sr").glob("*.png"))
-    assert len(written) == 3 and all(read_rgb(p).shape == (64, 64, 3) for p in written)
+    _sr_three_sample_faces(run, sample_dir, tmp_path)
 
     # a second run takes its recogniser from the first (no fr stage) and keeps it frozen
     second = tmp_path / "second"
