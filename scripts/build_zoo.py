@@ -50,7 +50,7 @@ from lrfacebench.training.loop import train
 from lrfacebench.zoo import checks
 from lrfacebench.zoo.card import sample_licences
 
-SR_MODELS = ("vdsr", "srgan", "cyclegan", "lrgan", "cr")
+SR_MODELS = ("vdsr", "srgan", "cyclegan", "lrgan", "fsrnet", "sicnn", "csri:synthetic", "cr")
 ABLATIONS = ("cr:wo_cr", "cr:wo_srri", "cr:wo_ul")
 ID_RECOGNIZER = "centreface-independent"  # the degraded table's recogniser (tables.toml)
 CARD_TABLES = ("table3", "table_degraded")
