@@ -10,6 +10,7 @@ that learns the degradation must then beat phi_sr trained on DS pairs alone, and
     python benchmarks/known_truth.py --pool /tmp/lrfb-dev --out /tmp/kt --seeds 0,1,2 \
         --sr-opt sr_iterations=600 --cr-variant cpu \
         --cr-variant noise:tilde_noise=2,tilde_identity_l1=0,tilde_lowpass_l1=10
+    python benchmarks/known_truth.py --pool /tmp/lrfb-dev --out /tmp/kt --no-cr   # LRGAN, CycleGAN alone
 
 Steps (each skipped when its output exists, so a killed run resumes):
 1. split the pool's HR faces that are not in the sample, by a hash of the file name, into
@@ -113,11 +114,12 @@ def _train(run: Path, method: str, args: list[str]) -> Path:
 def train_runs(out: Path, genuine: Path, seeds: list[int], methods: list[str], preset: str,
                sr_opts: list[str], variants: dict[str, list[str]]) -> dict[tuple[str, int], Path]:
     """``{(row, seed): run}`` with rows ``sr`` (phi_sr alone), ``cr:NAME`` per variant (phi_cr
-    alone) and each of ``methods``; every seed of a row before the next row."""
+    alone) and each of ``methods``; every seed of a row before the next row. No ``variants``: no
+    CR rows at all, ``sr`` included."""
     common = ["--hr", "@sample", "--lr", str(genuine)]
     cr = ["--preset", "cpu", "--variant", "wo_srri", "-o", "fr_iterations=0"]
     runs = {}
-    for seed in seeds:
+    for seed in seeds if variants else ():
         runs["sr", seed] = _train(out / "runs" / f"sr-s{seed}", "cr", [
             *cr, "-o", "cc_iterations=0", *[a for o in sr_opts for a in ("-o", o)], *common, "--seed", str(seed)])
     for name, opts in variants.items():
@@ -166,7 +168,7 @@ def per_face(sr: torch.Tensor, hr: torch.Tensor, lr: torch.Tensor, embed) -> dic
             "identity_cos": identity_cosine(embed, sr, hr), "lr_consistency": lr_consistency(sr, lr)}
 
 
-def evaluate(runs: dict[tuple[str, int], Path], test_dir: Path, embed, oracle: PhiCR
+def evaluate(runs: dict[tuple[str, int], Path], test_dir: Path, embed, oracle: PhiCR | None
              ) -> dict[tuple[str, int], dict]:
     """``{(row, seed): {metric: (N,) values}}``; seed -1 for the untrained rows. Rows: bicubic,
     bicubic_noise, input (LR restoration only), phi_sr (the seed's ``sr`` run), each ``cr:NAME``
@@ -186,6 +188,7 @@ def evaluate(runs: dict[tuple[str, int], Path], test_dir: Path, embed, oracle: P
         row["lr_restoration_psnr"] = _lr_psnr(signed_to_unit(restored).clamp(0, 1), clean)
         return row
 
+    # oracle is None only when runs has no ``sr`` row (--no-cr)
     phi_sr = {seed: load_method(run, "cpu").nets["phi_sr"].eval() for (row, seed), run in runs.items() if row == "sr"}
     with torch.no_grad():
         for (row, seed), run in runs.items():
@@ -251,10 +254,13 @@ def main(argv: list[str] | None = None) -> None:
                     help="CR config override of the phi_sr runs (repeatable)")
     ap.add_argument("--cr-variant", action="append", default=[], metavar="NAME[:KEY=VALUE,...]",
                     help="a CR stage1_cc variant: the cpu preset with these overrides (repeatable; default cpu)")
+    ap.add_argument("--no-cr", action="store_true",
+                    help="no CR, phi_sr or oracle rows: only --methods against bicubic (a later run without "
+                         "this flag in the same --out reuses their runs)")
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = [m for m in args.methods.split(",") if m]
-    variants = dict(parse_variant(v) for v in (args.cr_variant or ["cpu"]))
+    variants = {} if args.no_cr else dict(parse_variant(v) for v in (args.cr_variant or ["cpu"]))
     args.out.mkdir(parents=True, exist_ok=True)
     hr_train, hr_test = split_pool(args.pool, args.out)
     genuine, test = build_sets(args.out, hr_train, hr_test)
@@ -263,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
         lrfb("train", *RECOGNIZER, "--out", str(rec))
     runs = train_runs(args.out, genuine, seeds, methods, args.preset, args.sr_opt, variants)
     torch.set_num_threads(min(torch.get_num_threads(), 2))
-    oracle = train_oracle(genuine, args.out)
+    oracle = None if args.no_cr else train_oracle(genuine, args.out)
     values = evaluate(runs, test, load_recognizer(str(rec), "cpu"), oracle)
     crs = [f"cr:{v}" for v in variants]
     pairs = [("bicubic_noise", "bicubic")] + [(m, "bicubic") for m in ("phi_sr", *crs, *methods)]

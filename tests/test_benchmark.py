@@ -90,6 +90,18 @@ def test_bad_arguments_fail_clearly(tmp_path):
     assert r.exit_code != 0 and "unknown table" in r.output
     r = CliRunner().invoke(main, ["benchmark", "--data", "nodir", "--out", str(tmp_path)])
     assert r.exit_code != 0 and "NAME=DIR" in r.output
+    # a --methods entry no selected table lists is refused, not silently dropped
+    r = CliRunner().invoke(main, ["benchmark", "--table", "3", "--methods", "csri:synth", "--out", str(tmp_path)])
+    assert r.exit_code != 0 and "csri:synth" in r.output and "csri:synthetic" in r.output
+
+
+def test_methods_select_a_name_or_one_variant():
+    from lrfacebench.bench.evaluators import selects
+    from lrfacebench.bench.provenance import RunKey
+    cr, wo_cr, csri = RunKey.parse("cr"), RunKey.parse("cr:wo_cr"), RunKey.parse("csri:synthetic")
+    assert selects(("cr",), cr) and selects(("cr",), wo_cr)
+    assert selects(("cr:wo_cr",), wo_cr) and not selects(("cr:wo_cr",), cr)
+    assert selects(("csri:synthetic",), csri) and selects(("csri",), csri) and not selects(("cr",), csri)
 
 
 def test_leaderboard_merge_averages_two_runs(tmp_path):

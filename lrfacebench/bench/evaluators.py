@@ -46,7 +46,13 @@ class Evaluation:
     def methods_of(self, spec: Mapping[str, Any]) -> list[RunKey]:
         """The table's methods, restricted to ``cfg.methods`` when it names any."""
         keys = [RunKey.parse(m) for m in spec.get("methods", [])]
-        return [k for k in keys if not self.cfg.methods or k.method in self.cfg.methods]
+        return [k for k in keys if not self.cfg.methods or selects(self.cfg.methods, k)]
+
+
+def selects(names: tuple[str, ...], key: RunKey) -> bool:
+    """Whether ``--methods`` entries ``names`` select ``key``: a method name selects every variant
+    of it (``cr``: cr, cr:wo_cr, ...), ``NAME:VARIANT`` that variant only."""
+    return key.method in names or key.label in names
 
     def run_id(self, key: RunKey) -> str:
         """What identifies a trained model in a job description: its checkpoint, else its label."""

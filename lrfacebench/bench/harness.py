@@ -23,9 +23,9 @@ from lrfacebench import io, runtime
 from lrfacebench.bench.cache import OutputCache
 from lrfacebench.bench.config import BENCH_PRESETS, TABLE_ORDER, BenchConfig, load_tables, table_titles
 from lrfacebench.bench.data import BenchData, build_degraded_sample, build_sample, resolve, sample_data
-from lrfacebench.bench.evaluators import EVALUATORS, Evaluation
+from lrfacebench.bench.evaluators import EVALUATORS, Evaluation, selects
 from lrfacebench.bench.leaderboard import Row, aggregate, write_rows
-from lrfacebench.bench.provenance import TrainedRuns
+from lrfacebench.bench.provenance import RunKey, TrainedRuns
 from lrfacebench.bench.report import load_reported, write_figures, write_leaderboard, write_seed_leaderboard
 from lrfacebench.bench.results import JobCache, with_deltas
 
@@ -47,6 +47,11 @@ class Benchmark:
             raise ValueError(f"unknown table(s) {sorted(unknown)}; known: {sorted(all_tables)}")
         self.cfg = cfg
         self.specs = {t: all_tables[t] for t in TABLE_ORDER if t in cfg.tables}
+        listed = [RunKey.parse(m) for spec in self.specs.values() for m in spec.get("methods", [])]
+        unmatched = [m for m in cfg.methods if not any(selects((m,), k) for k in listed)]
+        if unmatched:  # a typo would otherwise leave its rows out without a word
+            raise ValueError(f"--methods {', '.join(unmatched)}: in none of the selected tables; they list "
+                             f"{', '.join(sorted({k.label for k in listed}))}")
         self.out = Path(cfg.out)
         self.data_dir = Path(cfg.data_dir) if cfg.data_dir else self.out / "data"
         self.device = runtime.resolve_device(cfg.device)
