@@ -171,13 +171,14 @@ def per_face(sr: torch.Tensor, hr: torch.Tensor, lr: torch.Tensor, embed) -> dic
 def evaluate(runs: dict[tuple[str, int], Path], test_dir: Path, embed, oracle: PhiCR | None
              ) -> dict[tuple[str, int], dict]:
     """``{(row, seed): {metric: (N,) values}}``; seed -1 for the untrained rows. Rows: bicubic,
-    bicubic_noise, input (LR restoration only), phi_sr (the seed's ``sr`` run), each ``cr:NAME``
-    (its phi_cr, then the seed's phi_sr), oracle_phi_cr, and the whole-method rows."""
+    the sanity rows bicubic_noise and nearest, input (LR restoration only), phi_sr (the seed's
+    ``sr`` run), each ``cr:NAME`` (its phi_cr, then the seed's phi_sr), oracle_phi_cr, and the
+    whole-method rows."""
     test = paired_set("known-truth", test_dir)
     hr, lr = to_unit_float(test.faces.images), to_unit_float(test.lr.images)
     clean = quantise(downsample(hr))
     values = {}
-    for name in ("bicubic", "bicubic_noise"):
+    for name in ("bicubic", "bicubic_noise", "nearest"):
         values[name, -1] = per_face(get_method(name)(get_method(name).Config()).super_resolve(lr), hr, lr, embed)
     values["input", -1] = {"lr_restoration_psnr": _lr_psnr(lr, clean)}  # phi_cr = identity
 
@@ -272,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
     oracle = None if args.no_cr else train_oracle(genuine, args.out)
     values = evaluate(runs, test, load_recognizer(str(rec), "cpu"), oracle)
     crs = [f"cr:{v}" for v in variants]
-    pairs = [("bicubic_noise", "bicubic")] + [(m, "bicubic") for m in ("phi_sr", *crs, *methods)]
+    pairs = [("bicubic_noise", "bicubic"), ("nearest", "bicubic")] + [(m, "bicubic") for m in ("phi_sr", *crs, *methods)]
     pairs += [(c, ref) for c in (*crs, "oracle_phi_cr") for ref in ("phi_sr", "input")]
     pairs += [(c, crs[0]) for c in crs[1:]] + [(c, m) for c in crs for m in methods]
     table = deltas(values, seeds, pairs)

@@ -33,6 +33,12 @@ from lrfacebench.metrics.recognition import rank1_cmc
 from lrfacebench.pixels import to_unit_float
 
 
+def selects(names: tuple[str, ...], key: RunKey) -> bool:
+    """Whether ``--methods`` entries ``names`` select ``key``: a method name selects every variant
+    of it (``cr``: cr, cr:wo_cr, ...), ``NAME:VARIANT`` that variant only."""
+    return key.method in names or key.label in names
+
+
 class Evaluation:
     """What every evaluator uses: the config, data, runs and caches of one benchmark, how a row is
     made, the bootstrap weights of a test set and the FID network."""
@@ -47,12 +53,6 @@ class Evaluation:
         """The table's methods, restricted to ``cfg.methods`` when it names any."""
         keys = [RunKey.parse(m) for m in spec.get("methods", [])]
         return [k for k in keys if not self.cfg.methods or selects(self.cfg.methods, k)]
-
-
-def selects(names: tuple[str, ...], key: RunKey) -> bool:
-    """Whether ``--methods`` entries ``names`` select ``key``: a method name selects every variant
-    of it (``cr``: cr, cr:wo_cr, ...), ``NAME:VARIANT`` that variant only."""
-    return key.method in names or key.label in names
 
     def run_id(self, key: RunKey) -> str:
         """What identifies a trained model in a job description: its checkpoint, else its label."""
