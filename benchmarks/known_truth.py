@@ -28,7 +28,8 @@ Steps (each skipped when its output exists, so a killed run resumes):
    with ``--preset``;
 5. a ceiling no unpaired method can pass: ``oracle_phi_cr``, phi_cr's network trained supervised
    on the *true* pairs (genuine LR -> DS(HR)) of the training faces, then each seed's phi_sr;
-6. per face: Y-PSNR, identity cosine, LR consistency |DS(SR) - x|; for CR also the LR
+6. per face: Y-PSNR, identity cosine, LR consistency |DS(SR) - x|, and Y-PSNR on artificial LR
+   (``psnr_y_artificial``: SR of DS(HR) of the same test faces, Table 3's input); for CR also the LR
    restoration PSNR(phi_cr(x), DS(HR)) against PSNR(x, DS(HR)) (row ``input``). Paired bootstrap deltas
    (1,000 resamples over test faces) per seed, and pooled: the per-face mean over seeds.
 
@@ -178,8 +179,15 @@ def evaluate(runs: dict[tuple[str, int], Path], test_dir: Path, embed, oracle: P
     hr, lr = to_unit_float(test.faces.images), to_unit_float(test.lr.images)
     clean = quantise(downsample(hr))
     values = {}
+
+    def artificial(sr: torch.Tensor) -> dict[str, np.ndarray]:
+        """Y-PSNR of SR ``(N,3,64,64)`` in [0,1] of DS(HR) (Table 3's input, not the chain's)."""
+        return {"psnr_y_artificial": np.array([m["psnr_y"] for m in measure_tensors(quantise(sr), hr).per_image])}
+
     for name in ("bicubic", "bicubic_noise", "nearest"):
-        values[name, -1] = per_face(get_method(name)(get_method(name).Config()).super_resolve(lr), hr, lr, embed)
+        method = get_method(name)(get_method(name).Config())
+        values[name, -1] = {**per_face(method.super_resolve(lr), hr, lr, embed),
+                            **artificial(method.super_resolve(clean, artificial=True))}
     values["input", -1] = {"lr_restoration_psnr": _lr_psnr(lr, clean)}  # phi_cr = identity
 
     def with_phi_sr(restored: torch.Tensor, seed: int) -> dict[str, np.ndarray]:
@@ -196,12 +204,16 @@ def evaluate(runs: dict[tuple[str, int], Path], test_dir: Path, embed, oracle: P
             if row == "sr":
                 values["phi_sr", seed] = with_phi_sr(unit_to_signed(lr), seed)
                 del values["phi_sr", seed]["lr_restoration_psnr"]  # the input's: row "input" has it
+                # CR on artificial LR is phi_sr alone (it skips phi_cr)
+                values["phi_sr", seed].update(artificial(signed_to_unit(phi_sr[seed](unit_to_signed(clean))).clamp(0, 1)))
                 values["oracle_phi_cr", seed] = with_phi_sr(oracle(unit_to_signed(lr)), seed)
             elif row.startswith("cr:"):
                 phi_cr = load_method(run, "cpu").nets["phi_cr"].eval()
                 values[row, seed] = with_phi_sr(phi_cr(unit_to_signed(lr)), seed)
             else:
-                values[row, seed] = per_face(load_method(run, "cpu").super_resolve(lr), hr, lr, embed)
+                method = load_method(run, "cpu")
+                values[row, seed] = {**per_face(method.super_resolve(lr), hr, lr, embed),
+                                     **artificial(method.super_resolve(clean, artificial=True))}
     return values
 
 
@@ -220,7 +232,7 @@ def deltas(values: dict, seeds: list[int], pairs: list[tuple[str, str]]) -> pd.D
 
     rows = []
     for seed in [*seeds, "all"]:
-        for metric in (*METRICS, "lr_restoration_psnr"):
+        for metric in (*METRICS, "lr_restoration_psnr", "psnr_y_artificial"):
             for row, ref in pairs:
                 a, b = get(row, seed, metric), get(ref, seed, metric)
                 if a is None or b is None:
