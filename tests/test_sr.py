@@ -81,7 +81,10 @@ def test_trained_run_in_batches_matches_the_loaded_method(inputs, tmp_path, monk
     for p in sorted((inputs / "cam1").glob("dsfd*.png")):
         x = torch.from_numpy(read_rgb(p)).permute(2, 0, 1)[None].float() / 255
         want = to_uint8(original(method, to_uint8(imresize(x, (16, 16))).float() / 255))[0].permute(1, 2, 0)
-        assert np.array_equal(read_rgb(out / p.with_suffix(".png").name), want.numpy())
+        # batch size changes the conv kernels' summation order on some CPUs (AVX2 without AVX-512):
+        # a float rounding step may cross a uint8 boundary, so allow one grey level, rarely
+        diff = np.abs(read_rgb(out / p.with_suffix(".png").name).astype(int) - want.numpy().astype(int))
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (p.name, diff.max(), (diff > 0).mean())
 
 
 def test_bad_weights_and_empty_inputs_are_clear_errors(tmp_path, inputs):
