@@ -186,8 +186,11 @@ def test_sigint_at_a_random_moment_then_rerun_equals_uninterrupted_build(tmp_pat
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
     rng = random.Random(seed)
+    # SIGINT at its default in the command, as in a terminal, even when pytest itself ignores it
+    # (a shell's background job does, and a child inherits an ignored signal)
     proc = subprocess.Popen([*argv, "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env, start_new_session=to_group)
+                            text=True, env=env, start_new_session=to_group,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     if moment == "startup":
         time.sleep(rng.uniform(0.3, 1.5))  # seconds after the launch: torch is being imported, or just was
     else:
