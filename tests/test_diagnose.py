@@ -135,6 +135,36 @@ def test_table5_interval_is_paired_over_the_genuine_faces(cr_run, cr_method, fol
         assert t5["delta"][m] == {"value": 0.0, "low": 0.0, "high": 0.0, "significant": False}
 
 
+def test_identity_critic_scores_are_d_prime_on_phi_fr_features(cr_method, folders, diagnosed):
+    """Stage 2 ran, so the report has D''s scores of the run's HR training faces, the reference
+    (unseen) HR faces and SR of the genuine faces; each equals D' on phi_fr's features recomputed
+    here, and each AUC the Mann-Whitney statistic of those scores."""
+    from scipy.stats import mannwhitneyu
+
+    out, printed = diagnosed
+    critic = json.loads((out / "diagnose.json").read_text())["identity_critic"]
+    hr_test = load_faces(list_folder(folders["reference"], "hr")).images.float() / 255
+    hr_train = load_faces(list_sample("hr", ("train",))).images.float() / 255
+    genuine = load_faces(list_folder(folders["genuine"], "lr")).images.float() / 255
+    with torch.no_grad():
+        sets = {"hr_train": hr_train, "hr_test": hr_test, "sr_genuine": cr_method.super_resolve(genuine)}
+        scores = {}
+        for name, x in sets.items():
+            feat = cr_method.nets["phi_fr"].embed(x * 2 - 1)
+            if cr_method.config.d_prime_input == "l2norm":
+                feat = torch.nn.functional.normalize(feat, dim=1)
+            scores[name] = torch.sigmoid(cr_method.nets["D_prime"](feat)).flatten().numpy()
+            assert critic["sets"][name]["n"] == len(x)
+            assert critic["sets"][name]["p_real"] == pytest.approx(float(scores[name].mean()), abs=1e-5)
+            assert -1 <= critic["sets"][name]["centre_cos"] <= 1
+    for key, auc in critic["auc"].items():
+        a, b = key.split("_vs_")
+        expected = mannwhitneyu(scores[a], scores[b]).statistic / (len(scores[a]) * len(scores[b]))
+        assert auc["value"] == pytest.approx(expected, abs=1e-6)
+        assert auc["low"] <= auc["value"] <= auc["high"]
+    assert "identity critic D' (Eq. 8)" in printed
+
+
 def test_batch_norm_gaps_name_the_layers_and_leave_the_nets_alone(cr_method, diagnosed):
     out, printed = diagnosed
     bn = json.loads((out / "diagnose.json").read_text())["batch_norm"]
@@ -219,6 +249,7 @@ def test_a_run_without_phi_cr_gets_lr_and_sr_only(tmp_path, folders):
     bn = report["batch_norm"]["sr"]
     assert bn["input"] == "genuine_test [0,1]" and [x["layer"] for x in bn["layers"]] == ["1"]
     assert report["table5"] is None and "Table 5: not applicable" in render(report)
+    assert report["identity_critic"] is None
     with Image.open(tmp_path / "diag" / "residuals.png") as im:
         assert im.size == (2 * 66 + 2, 14 + 16 * 66 + 2)
 

@@ -326,3 +326,23 @@ def test_paired_delta_separates_different_sets_and_not_a_set_from_itself(feature
     assert d.significant and d.low > 0
     with pytest.raises(ValueError, match="at least 2"):
         bootstrap.weights(1)
+
+
+def test_auc_replicates_are_the_auc_of_the_resampled_faces(features):
+    """Scores: each real face's distance to the mean feature of set b. Every replicate equals the
+    Mann-Whitney AUC of the explicitly resampled sets; a set against itself is exactly chance."""
+    from scipy.stats import mannwhitneyu
+
+    from lrfacebench.metrics import bootstrap
+
+    a, b = features
+    centre = b.feats.mean(axis=0)
+    sa, sb = (np.linalg.norm(f.feats - centre, axis=1) for f in (a, b))
+    wa, wb = bootstrap.weights(len(sa), 3, seed=5), bootstrap.weights(len(sb), 3, seed=6)
+    for r, ca, cb in zip(bootstrap.auc_replicates(sa, sb, wa, wb), wa, wb):
+        da, db = np.repeat(sa, ca.astype(int)), np.repeat(sb, cb.astype(int))
+        assert r == pytest.approx(mannwhitneyu(da, db).statistic / (len(da) * len(db)), rel=1e-9)
+    auc, low, high = bootstrap.auc_interval(sa, sb, resamples=200)
+    assert low <= auc <= high
+    assert auc == pytest.approx(mannwhitneyu(sa, sb).statistic / (len(sa) * len(sb)))
+    assert bootstrap.auc_interval(sa, sa, resamples=50)[0] == 0.5

@@ -15,12 +15,15 @@ For the newest checkpoint of RUN (every net; ``final.pt``'s deployed nets if the
    spec's loss-scale check (one ``gn_*`` gradient norm > 100x another in a stage).
 5. CR only: Table 5's direction, FID and KID of the genuine test faces and of phi_cr(x) against
    the artificial faces (:mod:`.regulation`).
-6. ``residuals.png``: genuine and artificial faces, phi_cr(x), the residual and the mean
+6. CR with a trained D' (stage 2 has run): D''s scores of HR training faces, HR test faces of
+   unseen identities and SR faces, to tell a realism critic from an identity-membership one
+   (:mod:`.critic`).
+7. ``residuals.png``: genuine and artificial faces, phi_cr(x), the residual and the mean
    residual (the fixed pattern), both amplified (LR | SR for methods without phi_cr).
 
 Writes ``diagnose.json`` (every number) and ``residuals.png`` into ``--out`` (RUN/diagnose).
 
-Modules: :mod:`.faces` (the run and its faces), :mod:`.residuals` (1, 2, 6), :mod:`.batchnorm` (3),
+Modules: :mod:`.faces` (the run and its faces), :mod:`.residuals` (1, 2, 7), :mod:`.critic` (6), :mod:`.batchnorm` (3),
 :mod:`.metrics_log` (4), :mod:`.regulation` (5), :mod:`.report` (the printed report).
 """
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 
 from lrfacebench import io
 from lrfacebench.diagnose.batchnorm import bn_report
+from lrfacebench.diagnose.critic import critic_report
 from lrfacebench.diagnose.faces import check_run, load_diagnosis_faces, load_run_method
 from lrfacebench.diagnose.metrics_log import metrics_summary
 from lrfacebench.diagnose.regulation import regulation_report
@@ -55,6 +59,8 @@ def diagnose(run: Path, genuine: Path | None = None, reference: Path | None = No
               "batch_norm": bn_report(method, faces),
               "metrics": metrics_summary(run / "metrics.csv", list(method.nets)),
               "table5": regulation_report(method, faces, device)}
+    d_prime_trained = weights != FINAL and "stage2" in report["metrics"]["stages"]
+    report["identity_critic"] = critic_report(method, faces, d_prime_trained)
     report["faces"]["artificial"] = {"source": "to_uint8(DS(hr))", "n": len(faces.artificial)}
     if out is not None:
         io.write_png(out / "residuals.png", residual_grid(method, faces))

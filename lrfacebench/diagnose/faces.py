@@ -5,6 +5,7 @@ artificial LR ``(K,3,16,16)`` = the quantised ``DS`` of the HR faces (as the ben
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +23,18 @@ from lrfacebench.runs import FINAL, list_checkpoints, load_method
 
 log = logging.getLogger(__name__)
 
+# At most this many of a run's training faces are looked at (evenly spaced), so a diagnosis of a
+# paper-scale run (CelebA, WIDER FACE) decodes a few thousand images and not hundreds of thousands.
+TRAIN_FACES = 2000
+
 
 @dataclass
 class Faces:
     """The faces a diagnosis looks at, float in [0,1] on the CPU.
 
     genuine_test: ``(N,3,16,16)`` genuine LR test faces; genuine_train: ``(M,3,16,16)`` genuine LR training
-    faces; hr: ``(K,3,64,64)`` HR test faces; artificial: ``(K,3,16,16)`` = to_uint8(DS(hr))/255.
+    faces; hr: ``(K,3,64,64)`` HR test faces; artificial: ``(K,3,16,16)`` = to_uint8(DS(hr))/255;
+    hr_train: ``(J,3,64,64)`` the run's HR training faces.
     sources: where each set came from.
     """
 
@@ -36,6 +42,7 @@ class Faces:
     genuine_train: torch.Tensor
     hr: torch.Tensor
     artificial: torch.Tensor
+    hr_train: torch.Tensor
     sources: dict[str, str]
 
 
@@ -68,18 +75,27 @@ def face_list(folder: Path, kind: str, splits: tuple[str, ...]) -> FaceList:
     return facelib.list_folder(folder, kind)
 
 
-def training_genuine(run: Path) -> FaceList:
-    """The run's own genuine LR training faces (env.json's ``data.lr``); the sample's training
-    split when the run names none or its folder is not here."""
+def training_faces(run: Path, kind: str) -> FaceList:
+    """The run's own training faces of ``kind`` (``"lr"``: genuine LR, ``"hr"``: HR; env.json's
+    ``data``); the sample's training split when the run names none or its folder is not here."""
     env = io.read_json(run / "env.json") if (run / "env.json").is_file() else {}
-    lr = env.get("data", {}).get("lr") or {}
-    source, splits = lr.get("source", "sample"), tuple(lr.get("splits", ("train",)))
+    data = env.get("data", {}).get(kind) or {}
+    source, splits = data.get("source", "sample"), tuple(data.get("splits", ("train",)))
     if source == "sample":
-        return facelib.list_sample("lr", splits)
+        return facelib.list_sample(kind, splits)
     if (Path(source) / "manifest.csv").is_file():
-        return facelib.list_dataset(Path(source), "lr", splits)
-    log.warning("the run's genuine training set %s is not here: using the sample's training faces", source)
-    return facelib.list_sample("lr", ("train",))
+        return facelib.list_dataset(Path(source), kind, splits)
+    log.warning("the run's %s training set %s is not here: using the sample's training faces", kind, source)
+    return facelib.list_sample(kind, ("train",))
+
+
+def spaced_subset(faces: FaceList, n: int) -> FaceList:
+    """``faces`` itself when it has at most ``n`` rows, else ``n`` evenly spaced rows of it."""
+    if len(faces) <= n:
+        return faces
+    keep = [round(i * (len(faces) - 1) / (n - 1)) for i in range(n)] if n > 1 else [0]
+    return dataclasses.replace(faces, paths=[faces.paths[i] for i in keep], names=[faces.names[i] for i in keep],
+                               labels=[faces.labels[i] for i in keep])
 
 
 def artificial_lr(hr: torch.Tensor) -> torch.Tensor:
@@ -89,14 +105,15 @@ def artificial_lr(hr: torch.Tensor) -> torch.Tensor:
 
 
 def load_diagnosis_faces(run: Path, genuine: Path | None, reference: Path | None) -> Faces:
-    """Genuine test, genuine training and HR test faces (``--genuine``/``--reference`` replace
-    the sample's test faces), decoded to float in [0,1]."""
+    """Genuine test, genuine training, HR test and HR training faces (``--genuine``/``--reference``
+    replace the sample's test faces), decoded to float in [0,1]."""
     lists = {"genuine_test": face_list(genuine, "lr", ("test",)) if genuine
              else facelib.list_sample("lr", ("test",)),
-             "genuine_train": training_genuine(run),
+             "genuine_train": spaced_subset(training_faces(run, "lr"), TRAIN_FACES),
+             "hr_train": spaced_subset(training_faces(run, "hr"), TRAIN_FACES),
              "hr": face_list(reference, "hr", ("test",)) if reference
              else facelib.list_sample("hr", ("test",))}
     images = {k: to_unit_float(facelib.load_faces(v).images) for k, v in lists.items()}
     return Faces(genuine_test=images["genuine_test"], genuine_train=images["genuine_train"], hr=images["hr"],
-                 artificial=artificial_lr(images["hr"]),
+                 artificial=artificial_lr(images["hr"]), hr_train=images["hr_train"],
                  sources={k: f"{v.source} ({', '.join(v.splits)})" for k, v in lists.items()})

@@ -44,6 +44,22 @@ def _render_table5(t5: dict[str, Any] | None) -> list[str]:
             f"  R-LR - G-LR by KID {delta('kid', '.4f')}: regulated faces {verdict('kid')}"]
 
 
+def _render_critic(critic: dict[str, Any] | None) -> list[str]:
+    if critic is None:
+        return ["identity critic D': not applicable (no D', or stage 2 has not run)"]
+    labels = {"hr_train": "HR train (phi_fr's ids)", "hr_test": "HR test (unseen ids)", "sr_genuine": "SR of genuine"}
+    lines = ["identity critic D' (Eq. 8): P(real) and cosine to the nearest CentreFace centre",
+             f"  {'faces':<25} {'n':>5} {'P(real)':>8} {'centre cos':>11}"]
+    lines += [f"  {labels[k]:<25} {s['n']:>5} {s['p_real']:>8.3f} {s['centre_cos']:>11.3f}"
+              for k, s in critic["sets"].items()]
+    for key, a in critic["auc"].items():
+        first, second = key.split("_vs_")
+        lines.append(f"  AUC P(D'({labels[first]}) > D'({labels[second]})) {a['value']:.3f} "
+                     f"[{a['low']:.3f}, {a['high']:.3f}]{'' if a['chance_excluded'] else ': chance not excluded'}")
+    lines.append("  a realism critic: first AUC near 0.5; an identity-membership critic: first AUC near the third")
+    return lines
+
+
 def _render_bn(bn: dict[str, dict[str, Any]]) -> list[str]:
     lines = ["batch norm: input batch statistics vs running statistics, channel means "
              "(train mode | eval mode)",
@@ -94,6 +110,7 @@ def render(report: dict[str, Any]) -> str:
              f"faces: {faces}", "", *_render_residuals(report["phi_cr_residual"]), "",
              f"LR consistency mean |DS(SR) - x| on genuine test faces, [0,1] units: {lr['mean']:.4f} "
              f"({lr['n']} faces)", "", *_render_table5(report.get("table5")), "",
+             *_render_critic(report.get("identity_critic")), "",
              *_render_bn(report["batch_norm"]), "", *_render_metrics(report["metrics"])]
     if "files" in report:
         lines += ["", f"wrote {report['files']['json']} and {report['files']['png']}"]

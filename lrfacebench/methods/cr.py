@@ -325,6 +325,18 @@ class CR(CRLosses, Method):
                     out.update(residual_stats(xp, phi_cr(xp)).as_dict(f"probe_{name}_"))
         return out
 
+    def identity_critic(self, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What stage 2's identity critic sees of 64x64 faces ``(N,3,64,64)`` in [0,1]: D''s
+        probability that their phi_fr features are of real HR faces (Eq. 8's real stream), and
+        each face's cosine to its nearest CentreFace class centre (how closely phi_fr places it
+        on one of its training identities); both ``(N,)``. Meaningful once phi_fr and D' trained."""
+        with torch.no_grad(), self._eval_mode("phi_fr") as phi_fr, self._eval_mode("D_prime") as d_prime:
+            x = unit_to_signed(faces.to(self.device))
+            p_real = torch.sigmoid(d_prime(self._fr_features(x)).reshape(-1))
+            feat = F.normalize(phi_fr.embed(x), dim=1)
+            centres = F.normalize(self.nets["centre_loss"].centres, dim=1)
+            return p_real, (feat @ centres.T).max(dim=1).values
+
     # ----- inference ---------------------------------------------------------------------------
     def super_resolve(self, lr: torch.Tensor, artificial: bool = False) -> torch.Tensor:
         """Genuine LR: ``phi_sr(phi_cr(x))``; artificial LR (``DS(hr)``, e.g. Helen): ``phi_sr(x)``.
