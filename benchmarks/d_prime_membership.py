@@ -15,7 +15,7 @@ real faces are phi_fr's own training identities. This script isolates D' from th
    the paired test set's HR faces, and bicubic SR of its LR faces.
 
     python benchmarks/known_truth.py --pool /tmp/lrfb-dev --out KT ...   # makes KT/genuine, KT/test
-    python benchmarks/d_prime_membership.py --kt KT --out OUT
+    python benchmarks/d_prime_membership.py --kt KT --out OUT [--steps 600]
 
 Writes ``OUT/d_prime_membership.csv`` and prints the table.
 """
@@ -77,13 +77,13 @@ def features(phi_fr: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([F.normalize(phi_fr.embed(c * 2 - 1), dim=1) for c in x.split(128)])
 
 
-def train_critic(real: torch.Tensor, fake: torch.Tensor, seed: int) -> MLPDiscriminator:
+def train_critic(real: torch.Tensor, fake: torch.Tensor, seed: int, steps: int = STEPS) -> MLPDiscriminator:
     """D' trained alone: bce(D'(real), 1) + bce(D'(fake), 0), batches drawn with replacement."""
     torch.manual_seed(seed)
     critic = MLPDiscriminator((512, 512, 256, 128, 64, 1))
     opt = torch.optim.Adam(critic.parameters(), lr=LR)
     draw = torch.Generator().manual_seed(seed)
-    for _ in range(STEPS):
+    for _ in range(steps):
         r = real[torch.randint(len(real), (BATCH,), generator=draw)]
         f = fake[torch.randint(len(fake), (BATCH,), generator=draw)]
         loss = bce_real(critic(r)) + bce_fake(critic(f))
@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--kt", type=Path, required=True, help="output of known_truth.py (its genuine/ and test/)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--steps", type=int, default=STEPS, help="D' training steps (the cpu preset's stage 2: 600)")
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     folders = split_identities(args.out)
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     scores: dict[tuple[str, int], dict[str, np.ndarray]] = {}
     for real in ("A", "B"):
         for seed in seeds:
-            critic = train_critic(feats[real], feats["sr_train"], seed)
+            critic = train_critic(feats[real], feats["sr_train"], seed, args.steps)
             with torch.no_grad():
                 scores[real, seed] = {k: torch.sigmoid(critic(v)).flatten().numpy() for k, v in feats.items()}
     rows = []

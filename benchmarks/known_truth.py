@@ -11,6 +11,8 @@ that learns the degradation must then beat phi_sr trained on DS pairs alone, and
         --sr-opt sr_iterations=600 --cr-variant cpu \
         --cr-variant noise:tilde_noise=2,tilde_identity_l1=0,tilde_lowpass_l1=10
     python benchmarks/known_truth.py --pool /tmp/lrfb-dev --out /tmp/kt --no-cr   # LRGAN, CycleGAN alone
+    python benchmarks/known_truth.py --pool /tmp/lrfb-dev --out /tmp/kt --no-cr --cr-full \
+        --sr-opt sr_iterations=600                                   # + CR with stage 2, one run per seed
 
 Steps (each skipped when its output exists, so a killed run resumes):
 1. split the pool's HR faces that are not in the sample, by a hash of the file name, into
@@ -26,6 +28,10 @@ Steps (each skipped when its output exists, so a killed run resumes):
    only), and every variant and "phi_sr alone" = phi_sr(x) share that phi_sr: the deltas
    between them are phi_cr's alone. ``--methods`` (default ``lrgan,cyclegan``) are trained whole
    with ``--preset``;
+   With ``--cr-full``, also one ``crfull-s{seed}`` run of CR's whole ``cpu`` preset (stage 2
+   included; ``--sr-opt`` applies): rows ``cr_full:phi_sr`` (its phi_sr alone after stage 1),
+   ``cr_full:stage1`` (phi_sr(phi_cr(x)) after stage 1, i.e. ``wo_srri``) and ``cr_full:stage2``
+   (the finished run), so stage 2's effect is measured face for face within one run;
 5. a ceiling no unpaired method can pass: ``oracle_phi_cr``, phi_cr's network trained supervised
    on the *true* pairs (genuine LR -> DS(HR)) of the training faces, then each seed's phi_sr;
 6. per face: Y-PSNR, identity cosine, LR consistency |DS(SR) - x|, and Y-PSNR on artificial LR
@@ -58,7 +64,7 @@ from lrfacebench.metrics.psnr_ssim import measure_tensors, psnr
 from lrfacebench.methods import get_method
 from lrfacebench.nn.cr import PhiCR
 from lrfacebench.pixels import quantise, signed_to_unit, to_unit_float, unit_to_signed
-from lrfacebench.runs import load_method, load_recognizer
+from lrfacebench.runs import list_checkpoints, load_method, load_recognizer
 
 RECOGNIZER = ["cr", "--preset", "cpu", "-o", "sr_iterations=0", "-o", "use_cr=false",
               "-o", "joint_finetune=false", "--hr", "@sample", "--seed", "1001"]
@@ -113,10 +119,12 @@ def _train(run: Path, method: str, args: list[str]) -> Path:
 
 
 def train_runs(out: Path, genuine: Path, seeds: list[int], methods: list[str], preset: str,
-               sr_opts: list[str], variants: dict[str, list[str]]) -> dict[tuple[str, int], Path]:
+               sr_opts: list[str], variants: dict[str, list[str]], cr_full: bool = False
+               ) -> dict[tuple[str, int], Path]:
     """``{(row, seed): run}`` with rows ``sr`` (phi_sr alone), ``cr:NAME`` per variant (phi_cr
-    alone) and each of ``methods``; every seed of a row before the next row. No ``variants``: no
-    CR rows at all, ``sr`` included."""
+    alone), with ``cr_full`` ``cr_full`` (CR's whole ``cpu`` preset with ``sr_opts``, stage 2
+    included, every stage's end checkpoint kept) and each of ``methods``; every seed of a row
+    before the next row. No ``variants``: no ``sr`` or ``cr:NAME`` rows."""
     common = ["--hr", "@sample", "--lr", str(genuine)]
     cr = ["--preset", "cpu", "--variant", "wo_srri", "-o", "fr_iterations=0"]
     runs = {}
@@ -127,6 +135,10 @@ def train_runs(out: Path, genuine: Path, seeds: list[int], methods: list[str], p
         for seed in seeds:
             runs[f"cr:{name}", seed] = _train(out / "runs" / f"cr-{name}-s{seed}", "cr", [
                 *cr, "-o", "sr_iterations=0", *[a for o in opts for a in ("-o", o)], *common, "--seed", str(seed)])
+    for seed in seeds if cr_full else ():
+        runs["cr_full", seed] = _train(out / "runs" / f"crfull-s{seed}", "cr", [
+            "--preset", "cpu", *[a for o in sr_opts for a in ("-o", o)], "-o", "engine.keep_stage_checkpoints=true",
+            *common, "--seed", str(seed)])
     for method in methods:
         for seed in seeds:
             runs[method, seed] = _train(out / "runs" / f"{method}-s{seed}", method,
@@ -210,6 +222,13 @@ def evaluate(runs: dict[tuple[str, int], Path], test_dir: Path, embed, oracle: P
             elif row.startswith("cr:"):
                 phi_cr = load_method(run, "cpu").nets["phi_cr"].eval()
                 values[row, seed] = with_phi_sr(phi_cr(unit_to_signed(lr)), seed)
+            elif row == "cr_full":  # the nets at the end of stage 1 and after stage 2 of one run
+                stage1 = load_method(next(p for _, p in list_checkpoints(run) if "_stage1_cc_done" in p.name), "cpu")
+                for name, method, artificial_path in (("cr_full:phi_sr", stage1, True),
+                                                      ("cr_full:stage1", stage1, False),
+                                                      ("cr_full:stage2", load_method(run, "cpu"), False)):
+                    values[name, seed] = {**per_face(method.super_resolve(lr, artificial=artificial_path), hr, lr, embed),
+                                          **artificial(method.super_resolve(clean, artificial=True))}
             else:
                 method = load_method(run, "cpu")
                 values[row, seed] = {**per_face(method.super_resolve(lr), hr, lr, embed),
@@ -270,6 +289,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-cr", action="store_true",
                     help="no CR, phi_sr or oracle rows: only --methods against bicubic (a later run without "
                          "this flag in the same --out reuses their runs)")
+    ap.add_argument("--cr-full", action="store_true",
+                    help="also CR's whole cpu preset (stage 2 included) per seed: rows cr_full:phi_sr, "
+                         "cr_full:stage1 (CR wo_srri) and cr_full:stage2 of the same run")
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = [m for m in args.methods.split(",") if m]
@@ -280,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
     rec = args.out / "recognizer"
     if not (rec / "final.pt").is_file():
         lrfb("train", *RECOGNIZER, "--out", str(rec))
-    runs = train_runs(args.out, genuine, seeds, methods, args.preset, args.sr_opt, variants)
+    runs = train_runs(args.out, genuine, seeds, methods, args.preset, args.sr_opt, variants, args.cr_full)
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     oracle = None if args.no_cr else train_oracle(genuine, args.out)
     values = evaluate(runs, test, load_recognizer(str(rec), "cpu"), oracle)
@@ -288,6 +310,10 @@ def main(argv: list[str] | None = None) -> None:
     pairs = [("bicubic_noise", "bicubic"), ("nearest", "bicubic")] + [(m, "bicubic") for m in ("phi_sr", *crs, *methods)]
     pairs += [(c, ref) for c in (*crs, "oracle_phi_cr") for ref in ("phi_sr", "input")]
     pairs += [(c, crs[0]) for c in crs[1:]] + [(c, m) for c in crs for m in methods]
+    if args.cr_full:
+        stages = ("cr_full:stage1", "cr_full:stage2")
+        pairs += [(r, "bicubic") for r in ("cr_full:phi_sr", *stages)] + [(r, "cr_full:phi_sr") for r in stages]
+        pairs += [("cr_full:stage2", "cr_full:stage1")] + [(r, m) for r in stages for m in methods]
     table = deltas(values, seeds, pairs)
     table.to_csv(args.out / "known_truth.csv", index=False)
     (args.out / "known_truth.md").write_text(markdown(table))
