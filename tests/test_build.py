@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -119,7 +120,7 @@ def photos(tmp_path_factory, sample_dir) -> Path:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, photos) -> Path:
-    """An uninterrupted build with two worker processes (spawn pool)."""
+    """An uninterrupted build with two worker processes (forked: a CPU build on Linux)."""
     out = tmp_path_factory.mktemp("ref") / "out"
     cli("build-dataset", "folder", "--root", str(photos), "--out", str(out), "--workers", "2",
         "-o", "build.shard_size=1", *FAST)
@@ -135,6 +136,24 @@ def _argv(photos: Path, out: Path) -> list[str]:
 def _spawn(photos: Path, out: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([*_argv(photos, out), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_spawned_workers_build_what_forked_workers_build(tmp_path, photos, reference, monkeypatch):
+    """CPU builds fork their workers on Linux; CUDA builds spawn them (fork is unsafe after CUDA
+    starts). A spawned pool writes the same files as the forked one of ``reference``."""
+    from lrfacebench.data import distribute
+
+    job = lambda device: SimpleNamespace(config={"detector": {"device": device}})  # noqa: E731
+    assert distribute.start_method([job("cpu"), job("cpu")]) == "fork"
+    assert distribute.start_method([job("cpu"), job("cuda:1")]) == "spawn"
+    used = []
+    monkeypatch.setattr(distribute, "start_method", lambda jobs: used.append("spawn") or "spawn")
+    out = tmp_path / "out"
+    cli("build-dataset", "folder", "--root", str(photos), "--out", str(out), "--workers", "2",
+        "-o", "build.shard_size=1", *FAST)
+    assert used == ["spawn"]
+    assert tree_digest(out) == tree_digest(reference)
+    assert (out / "manifest.csv").read_bytes() == (reference / "manifest.csv").read_bytes()
 
 
 @pytest.mark.slow
