@@ -223,7 +223,11 @@ def evaluate(runs: dict[tuple[str, int], Path], test_dir: Path, embed, oracle: P
                 phi_cr = load_method(run, "cpu").nets["phi_cr"].eval()
                 values[row, seed] = with_phi_sr(phi_cr(unit_to_signed(lr)), seed)
             elif row == "cr_full":  # the nets at the end of stage 1 and after stage 2 of one run
-                stage1 = load_method(next(p for _, p in list_checkpoints(run) if "_stage1_cc_done" in p.name), "cpu")
+                ends = [p for _, p in list_checkpoints(run) if p.name.endswith("_stage1_cc_done.pt")]
+                if not ends:
+                    raise SystemExit(f"{run}: no stage1_cc end checkpoint (train it with "
+                                     "-o engine.keep_stage_checkpoints=true)")
+                stage1 = load_method(ends[0], "cpu")
                 for name, method, artificial_path in (("cr_full:phi_sr", stage1, True),
                                                       ("cr_full:stage1", stage1, False),
                                                       ("cr_full:stage2", load_method(run, "cpu"), False)):

@@ -59,7 +59,7 @@ def run_multiprocessing(jobs: list[ShardJob], workers: int, progress: Progress) 
     # reaches only this process, which prints one line instead of one traceback per worker
     with sigint_handled_by(signal.SIG_IGN):
         pool = mp.get_context(start_method(jobs)).Pool(min(workers, len(jobs)), initializer=_init_worker,
-                                            initargs=(threads,))
+                                                       initargs=(threads,))
     with pool:  # on KeyboardInterrupt here, leaving the block terminates the workers
         for summary in pool.imap_unordered(run_shard, jobs):
             progress(summary["items"])
@@ -69,8 +69,8 @@ def start_method(jobs: list[ShardJob]) -> str:
     """``"fork"`` for CPU detectors on Linux, else ``"spawn"``.
 
     A spawned worker imports torch, torchvision (which imports torch._dynamo) and facenet-pytorch
-    again: 5-7 s per process on a 2-core machine, a third of the wall time of the sample's
-    13-photo build. A forked one inherits them. Fork is unsafe once CUDA is initialised, so any
+    again: 5-7 s per process on a 2-core machine; the sample's 13-photo build with 2 workers took
+    24.2 s spawned and 18.1 s forked in one measurement (docs/performance.md). A forked one inherits them. Fork is unsafe once CUDA is initialised, so any
     CUDA detector (or ``auto`` on a machine with CUDA) gets spawned workers. The parent runs no
     detection before the pool starts, and each worker runs single-threaded or with its share of
     the cores (:func:`_init_worker`)."""

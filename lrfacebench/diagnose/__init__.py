@@ -23,8 +23,8 @@ For the newest checkpoint of RUN (every net; ``final.pt``'s deployed nets if the
 
 Writes ``diagnose.json`` (every number) and ``residuals.png`` into ``--out`` (RUN/diagnose).
 
-Modules: :mod:`.faces` (the run and its faces), :mod:`.residuals` (1, 2, 7), :mod:`.critic` (6), :mod:`.batchnorm` (3),
-:mod:`.metrics_log` (4), :mod:`.regulation` (5), :mod:`.report` (the printed report).
+Modules: :mod:`.faces` (the run and its faces), :mod:`.residuals` (1, 2, 7), :mod:`.batchnorm` (3),
+:mod:`.metrics_log` (4), :mod:`.regulation` (5), :mod:`.critic` (6), :mod:`.report` (the printed report).
 """
 from __future__ import annotations
 

@@ -128,7 +128,6 @@ def paired_delta(point_a: float, point_b: float, rep_a: np.ndarray, rep_b: np.nd
     return Delta(float(point_a - point_b), float(low), float(high), level)
 
 
-
 def _wins(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``(n_a, n_b)``: 1 where a_i > b_j, 0.5 on ties, else 0."""
     return (a[:, None] > b[None, :]) + 0.5 * (a[:, None] == b[None, :])
