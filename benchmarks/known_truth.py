@@ -13,6 +13,9 @@ that learns the degradation must then beat phi_sr trained on DS pairs alone, and
     python benchmarks/known_truth.py --pool /tmp/lrfb-dev --out /tmp/kt --no-cr   # LRGAN, CycleGAN alone
     python benchmarks/known_truth.py --pool /tmp/lrfb-dev --out /tmp/kt --no-cr --cr-full \
         --sr-opt sr_iterations=600                                   # + CR with stage 2, one run per seed
+    python benchmarks/known_truth.py --pool /tmp/lrfb-dev --out /tmp/kt --no-cr --seeds 0 --methods "" \
+        --sr-opt sr_iterations=600 --stage2-variant lsr:lambda_cr=0,lambda_cr_sr=0,lambda_cr_gan=0
+                                                                     # + stage 2 with L_sr alone
 
 Steps (each skipped when its output exists, so a killed run resumes):
 1. split the pool's HR faces that are not in the sample, by a hash of the file name, into
@@ -31,7 +34,12 @@ Steps (each skipped when its output exists, so a killed run resumes):
    With ``--cr-full``, also one ``crfull-s{seed}`` run of CR's whole ``cpu`` preset (stage 2
    included; ``--sr-opt`` applies): rows ``cr_full:phi_sr`` (its phi_sr alone after stage 1),
    ``cr_full:stage1`` (phi_sr(phi_cr(x)) after stage 1, i.e. ``wo_srri``) and ``cr_full:stage2``
-   (the finished run), so stage 2's effect is measured face for face within one run;
+   (the finished run), so stage 2's effect is measured face for face within one run, and the
+   crossings ``cr_full:sr2_cr1`` (stage-2 phi_sr on stage-1 phi_cr) and ``cr_full:sr1_cr2``
+   (stage-1 phi_sr on stage-2 phi_cr), which split that effect between the two nets. Each
+   ``--stage2-variant NAME:KEY=VALUE,...`` adds a ``crfull-NAME-s{seed}`` run with those overrides
+   (rows ``cr_full.NAME:...``); overrides of stage 2 only leave stage 1 as ``crfull-s{seed}``'s
+   (same seed, same feeder), which its ``stage1`` delta to ``cr_full:stage1`` shows;
 5. a ceiling no unpaired method can pass: ``oracle_phi_cr``, phi_cr's network trained supervised
    on the *true* pairs (genuine LR -> DS(HR)) of the training faces, then each seed's phi_sr;
 6. per face: Y-PSNR, identity cosine, LR consistency |DS(SR) - x|, and Y-PSNR on artificial LR
@@ -118,13 +126,19 @@ def _train(run: Path, method: str, args: list[str]) -> Path:
     return run
 
 
+def full_row(name: str) -> str:
+    """Row prefix of a whole-CR variant: ``cr_full`` for the ``cpu`` preset, else ``cr_full.NAME``."""
+    return "cr_full" if name == "cpu" else f"cr_full.{name}"
+
+
 def train_runs(out: Path, genuine: Path, seeds: list[int], methods: list[str], preset: str,
-               sr_opts: list[str], variants: dict[str, list[str]], cr_full: bool = False
+               sr_opts: list[str], variants: dict[str, list[str]], cr_full: dict[str, list[str]] | None = None
                ) -> dict[tuple[str, int], Path]:
     """``{(row, seed): run}`` with rows ``sr`` (phi_sr alone), ``cr:NAME`` per variant (phi_cr
-    alone), with ``cr_full`` ``cr_full`` (CR's whole ``cpu`` preset with ``sr_opts``, stage 2
-    included, every stage's end checkpoint kept) and each of ``methods``; every seed of a row
-    before the next row. No ``variants``: no ``sr`` or ``cr:NAME`` rows."""
+    alone), per ``cr_full`` variant ``{NAME: overrides}`` one :func:`full_row` (CR's whole ``cpu``
+    preset with ``sr_opts`` and the overrides, stage 2 included, every stage's end checkpoint kept)
+    and each of ``methods``; every seed of a row before the next row. No ``variants``: no ``sr`` or
+    ``cr:NAME`` rows."""
     common = ["--hr", "@sample", "--lr", str(genuine)]
     cr = ["--preset", "cpu", "--variant", "wo_srri", "-o", "fr_iterations=0"]
     runs = {}
@@ -135,10 +149,11 @@ def train_runs(out: Path, genuine: Path, seeds: list[int], methods: list[str], p
         for seed in seeds:
             runs[f"cr:{name}", seed] = _train(out / "runs" / f"cr-{name}-s{seed}", "cr", [
                 *cr, "-o", "sr_iterations=0", *[a for o in opts for a in ("-o", o)], *common, "--seed", str(seed)])
-    for seed in seeds if cr_full else ():
-        runs["cr_full", seed] = _train(out / "runs" / f"crfull-s{seed}", "cr", [
-            "--preset", "cpu", *[a for o in sr_opts for a in ("-o", o)], "-o", "engine.keep_stage_checkpoints=true",
-            *common, "--seed", str(seed)])
+    for name, opts in (cr_full or {}).items():
+        for seed in seeds:
+            runs[full_row(name), seed] = _train(out / "runs" / f"crfull{'' if name == 'cpu' else '-' + name}-s{seed}", "cr", [
+                "--preset", "cpu", *[a for o in (*sr_opts, *opts) for a in ("-o", o)],
+                "-o", "engine.keep_stage_checkpoints=true", *common, "--seed", str(seed)])
     for method in methods:
         for seed in seeds:
             runs[method, seed] = _train(out / "runs" / f"{method}-s{seed}", method,
@@ -181,6 +196,36 @@ def per_face(sr: torch.Tensor, hr: torch.Tensor, lr: torch.Tensor, embed) -> dic
             "identity_cos": identity_cosine(embed, sr, hr), "lr_consistency": lr_consistency(sr, lr)}
 
 
+def artificial_psnr(sr: torch.Tensor, hr: torch.Tensor) -> dict[str, np.ndarray]:
+    """Y-PSNR of SR ``(N,3,64,64)`` in [0,1] of DS(HR) (Table 3's input, not the chain's)."""
+    return {"psnr_y_artificial": np.array([m["psnr_y"] for m in measure_tensors(quantise(sr), hr).per_image])}
+
+
+def stage_rows(run: Path, hr: torch.Tensor, lr: torch.Tensor, clean: torch.Tensor, embed) -> dict[str, dict]:
+    """Rows of one whole-CR run, from the nets at the end of stage 1 and after stage 2: ``phi_sr``
+    (stage-1 phi_sr alone), ``stage1`` (CR ``wo_srri``), ``stage2`` (the finished run), and the
+    two crossings that split stage 2's effect between its nets: ``sr2_cr1`` (stage-2 phi_sr on
+    stage-1 phi_cr(x)) and ``sr1_cr2`` (stage-1 phi_sr on stage-2 phi_cr(x)). ``lr``, ``clean``
+    ``(N,3,16,16)``, ``hr`` ``(N,3,64,64)``, all in [0,1]."""
+    ends = [p for _, p in list_checkpoints(run) if p.name.endswith("_stage1_cc_done.pt")]
+    if not ends:
+        raise SystemExit(f"{run}: no stage1_cc end checkpoint (train it with -o engine.keep_stage_checkpoints=true)")
+    nets = {1: load_method(ends[0], "cpu").nets, 2: load_method(run, "cpu").nets}
+    for n in nets.values():
+        n["phi_sr"].eval(), n["phi_cr"].eval()
+    x, x_clean = unit_to_signed(lr), unit_to_signed(clean)
+    out = {}
+    for name, sr_at, cr_at in (("phi_sr", 1, None), ("stage1", 1, 1), ("stage2", 2, 2), ("sr2_cr1", 2, 1),
+                               ("sr1_cr2", 1, 2)):
+        phi_sr = nets[sr_at]["phi_sr"]
+        restored = x if cr_at is None else nets[cr_at]["phi_cr"](x)
+        out[name] = {**per_face(signed_to_unit(phi_sr(restored)).clamp(0, 1), hr, lr, embed),
+                     **artificial_psnr(signed_to_unit(phi_sr(x_clean)).clamp(0, 1), hr)}
+        if cr_at is not None:
+            out[name]["lr_restoration_psnr"] = _lr_psnr(signed_to_unit(restored).clamp(0, 1), clean)
+    return out
+
+
 def evaluate(runs: dict[tuple[str, int], Path], test_dir: Path, embed, oracle: PhiCR | None
              ) -> dict[tuple[str, int], dict]:
     """``{(row, seed): {metric: (N,) values}}``; seed -1 for the untrained rows. Rows: bicubic,
@@ -193,8 +238,7 @@ def evaluate(runs: dict[tuple[str, int], Path], test_dir: Path, embed, oracle: P
     values = {}
 
     def artificial(sr: torch.Tensor) -> dict[str, np.ndarray]:
-        """Y-PSNR of SR ``(N,3,64,64)`` in [0,1] of DS(HR) (Table 3's input, not the chain's)."""
-        return {"psnr_y_artificial": np.array([m["psnr_y"] for m in measure_tensors(quantise(sr), hr).per_image])}
+        return artificial_psnr(sr, hr)
 
     for name in ("bicubic", "bicubic_noise", "nearest"):
         method = get_method(name)(get_method(name).Config())
@@ -222,17 +266,8 @@ def evaluate(runs: dict[tuple[str, int], Path], test_dir: Path, embed, oracle: P
             elif row.startswith("cr:"):
                 phi_cr = load_method(run, "cpu").nets["phi_cr"].eval()
                 values[row, seed] = with_phi_sr(phi_cr(unit_to_signed(lr)), seed)
-            elif row == "cr_full":  # the nets at the end of stage 1 and after stage 2 of one run
-                ends = [p for _, p in list_checkpoints(run) if p.name.endswith("_stage1_cc_done.pt")]
-                if not ends:
-                    raise SystemExit(f"{run}: no stage1_cc end checkpoint (train it with "
-                                     "-o engine.keep_stage_checkpoints=true)")
-                stage1 = load_method(ends[0], "cpu")
-                for name, method, artificial_path in (("cr_full:phi_sr", stage1, True),
-                                                      ("cr_full:stage1", stage1, False),
-                                                      ("cr_full:stage2", load_method(run, "cpu"), False)):
-                    values[name, seed] = {**per_face(method.super_resolve(lr, artificial=artificial_path), hr, lr, embed),
-                                          **artificial(method.super_resolve(clean, artificial=True))}
+            elif row.startswith("cr_full"):
+                values.update({(f"{row}:{k}", seed): v for k, v in stage_rows(run, hr, lr, clean, embed).items()})
             else:
                 method = load_method(run, "cpu")
                 values[row, seed] = {**per_face(method.super_resolve(lr), hr, lr, embed),
@@ -295,18 +330,24 @@ def main(argv: list[str] | None = None) -> None:
                          "this flag in the same --out reuses their runs)")
     ap.add_argument("--cr-full", action="store_true",
                     help="also CR's whole cpu preset (stage 2 included) per seed: rows cr_full:phi_sr, "
-                         "cr_full:stage1 (CR wo_srri) and cr_full:stage2 of the same run")
+                         "cr_full:stage1 (CR wo_srri), cr_full:stage2 and the crossings of the same run")
+    ap.add_argument("--stage2-variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                    help="also CR's whole cpu preset with these overrides per seed (repeatable; implies "
+                         "--cr-full): rows cr_full.NAME:..., compared with cr_full's")
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = [m for m in args.methods.split(",") if m]
     variants = {} if args.no_cr else dict(parse_variant(v) for v in (args.cr_variant or ["cpu"]))
+    full = dict(parse_variant(v) for v in args.stage2_variant)
+    if full or args.cr_full:
+        full = {"cpu": [], **full}
     args.out.mkdir(parents=True, exist_ok=True)
     hr_train, hr_test = split_pool(args.pool, args.out)
     genuine, test = build_sets(args.out, hr_train, hr_test)
     rec = args.out / "recognizer"
     if not (rec / "final.pt").is_file():
         lrfb("train", *RECOGNIZER, "--out", str(rec))
-    runs = train_runs(args.out, genuine, seeds, methods, args.preset, args.sr_opt, variants, args.cr_full)
+    runs = train_runs(args.out, genuine, seeds, methods, args.preset, args.sr_opt, variants, full)
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     oracle = None if args.no_cr else train_oracle(genuine, args.out)
     values = evaluate(runs, test, load_recognizer(str(rec), "cpu"), oracle)
@@ -314,10 +355,14 @@ def main(argv: list[str] | None = None) -> None:
     pairs = [("bicubic_noise", "bicubic"), ("nearest", "bicubic")] + [(m, "bicubic") for m in ("phi_sr", *crs, *methods)]
     pairs += [(c, ref) for c in (*crs, "oracle_phi_cr") for ref in ("phi_sr", "input")]
     pairs += [(c, crs[0]) for c in crs[1:]] + [(c, m) for c in crs for m in methods]
-    if args.cr_full:
-        stages = ("cr_full:stage1", "cr_full:stage2")
-        pairs += [(r, "bicubic") for r in ("cr_full:phi_sr", *stages)] + [(r, "cr_full:phi_sr") for r in stages]
-        pairs += [("cr_full:stage2", "cr_full:stage1")] + [(r, m) for r in stages for m in methods]
+    for name in full:
+        p = full_row(name)
+        stages = (f"{p}:stage1", f"{p}:stage2")
+        pairs += [(r, "bicubic") for r in (f"{p}:phi_sr", *stages)] + [(r, f"{p}:phi_sr") for r in stages]
+        pairs += [(r, f"{p}:stage1") for r in (f"{p}:stage2", f"{p}:sr2_cr1", f"{p}:sr1_cr2")]
+        pairs += [(r, m) for r in stages for m in methods]
+        if p != "cr_full":  # the same stage 1 (seeded) unless the overrides reach it
+            pairs += [(f"{p}:{k}", f"cr_full:{k}") for k in ("stage1", "stage2")]
     table = deltas(values, seeds, pairs)
     table.to_csv(args.out / "known_truth.csv", index=False)
     (args.out / "known_truth.md").write_text(markdown(table))
