@@ -208,6 +208,35 @@ def test_stage_by_stage_equals_one_run(tmp_path, smoke_run):
         train(TINY, "smoke", out=tmp_path / "b", stage="nope", **opts)
 
 
+def test_init_from_a_run_starts_a_stage_from_its_stage_before(tmp_path, smoke_run):
+    """``--init RUN --stage NAME``: with the same options the new run ends with RUN's weights
+    (bit for bit); with other options it records what differs and trains NAME alone."""
+    opts = dict(device="cpu", seed=3, deterministic=True)
+    same = train(TINY, "smoke", out=tmp_path / "same", init=str(smoke_run), stage="finetune", **opts)
+    _assert_same_weights(_nets(same / "final.pt"), _nets(smoke_run / "final.pt"))
+    assert [p.name for _, p in list_checkpoints(same)] == ["00_pretrain_done.pt", "01_finetune_done.pt"]
+    init = json.loads((same / "config.json").read_text())["init"]
+    assert init["run"] == str(smoke_run.resolve()) and init["checkpoint"] == "00_pretrain_done.pt"
+    assert init["differs"] == [] and {r["stage"] for r in _metrics(same)} == {"finetune"}
+
+    other = train(TINY, "smoke", out=tmp_path / "other", init=str(smoke_run), stage="finetune",
+                  overrides=["cycle_weight=0"], **opts)
+    assert json.loads((other / "config.json").read_text())["init"]["differs"] == ["cycle_weight"]
+    a, b = _nets(other / "final.pt")["sr"], _nets(smoke_run / "final.pt")["sr"]
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    train(TINY, out=other, device="cpu", resume=True)  # finished: a resume keeps its own config and start
+    _assert_same_weights(_nets(other / "final.pt"), {"sr": a})
+
+    with pytest.raises(TrainError, match="needs --stage"):
+        train(TINY, "smoke", out=tmp_path / "x", init=str(smoke_run), **opts)
+    with pytest.raises(TrainError, match="first stage"):
+        train(TINY, "smoke", out=tmp_path / "y", init=str(smoke_run), stage="pretrain", **opts)
+    with pytest.raises(TrainError, match="run directory"):
+        train(TINY, "smoke", out=tmp_path / "z", init=str(tmp_path), stage="finetune", **opts)
+    with pytest.raises(TrainError, match="started from"):
+        train(TINY, "smoke", out=other, init=str(same), stage="finetune", overrides=["cycle_weight=0"], **opts)
+
+
 def test_a_last_stage_of_zero_iterations_still_exports_final(tmp_path):
     """A run whose last stage has 0 iterations (e.g. CR's stage1_sr alone) is finished after the
     stage before it: final.pt holds that stage's weights, and a resume has nothing to do."""

@@ -51,9 +51,11 @@ def methods_command() -> None:
 @click.option("--dry-run", is_flag=True, help="Print the resolved config, stages and parameter counts; train nothing.")
 @click.option("--deterministic", is_flag=True, help="Deterministic kernels (bit-exact resume on CPU).")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile every net.")
-@click.option("--init", type=click.Choice(["zoo"]), default=None,
-              help="Start from the zoo's weights of METHOD (and --variant) to fine-tune them "
-                   "(`lrfb zoo list`); the preset must build the same nets as the zoo model's.")
+@click.option("--init", metavar="zoo|RUN", default=None,
+              help="zoo: start from the zoo's weights of METHOD (and --variant) to fine-tune them "
+                   "(`lrfb zoo list`; the preset must build the same nets). RUN, with --stage NAME: start "
+                   "NAME from RUN's end checkpoint of the stage before it, with this run's options "
+                   "(e.g. an ablation of CR's stage 2 that shares stage 1).")
 @click.option("--list", "list_", is_flag=True, help="List the methods (same as `lrfb methods`) and exit.")
 def train_command(method: str | None, hr: Path | None, lr: Path | None, split: str, preset: str | None,
                   variant: str | None, config_file: Path | None, overrides: tuple[str, ...], out: Path | None,
@@ -77,6 +79,7 @@ def train_command(method: str | None, hr: Path | None, lr: Path | None, split: s
       lrfb train cr --variant wo_cr --dry-run
       lrfb train cr --out runs/cr-smoke --resume
       lrfb train vdsr --preset cpu --init zoo --out runs/vdsr-ft   # fine-tune the zoo's VDSR
+      lrfb train cr --preset cpu -o lambda_cr_gan=0 --init runs/cr --stage stage2 --out runs/cr-no-eq8
       torchrun --nproc_per_node 4 --no-python lrfb train cr --hr ... --lr ...
     """
     if list_:

@@ -28,14 +28,14 @@ from lrfacebench.data.landmarks import with_landmarks
 from lrfacebench.errors import RunError, TrainError
 from lrfacebench.methods import Method, Stage
 from lrfacebench.methods.base import LANDMARKS
-from lrfacebench.runs import (FINAL, MetricsCSV, checkpoint_path, export_final, list_checkpoints, load_net_state,
+from lrfacebench.runs import (CHECKPOINTS, FINAL, MetricsCSV, checkpoint_path, export_final, list_checkpoints, load_net_state,
                               newest_loadable, record_session, save_training_checkpoint, write_run_config)
 from lrfacebench.runtime import (DistContext, derive_seed, environment, resolve_device, rng_state, seed_everything,
                                  set_rng_state)
 from lrfacebench.training import distributed
 from lrfacebench.training.feeder import Feeder
 from lrfacebench.training.logs import run_logging, step_log
-from lrfacebench.training.plan import TrainingPlan, check_needs, resolve_plan
+from lrfacebench.training.plan import TrainingPlan, check_needs, describe_init, resolve_plan
 from lrfacebench.training.samples import FixedFaces, fixed_faces, grid_and_probes
 from lrfacebench.training.spec import EngineConfig, RunSpec
 
@@ -71,6 +71,7 @@ class Trainer:
         self.run_dir: Path | None = None
         self.deterministic = spec.deterministic
         self._fixed: FixedFaces | None = None
+        self._plan_init: dict | None = None  # what the run started from (TrainingPlan.init)
 
     def plan(self) -> TrainingPlan:
         """The resolved plan; every reason it cannot be made is a :class:`TrainError`."""
@@ -94,6 +95,7 @@ class Trainer:
         self.run_dir, self.deterministic = plan.out, plan.deterministic
         try:
             method = self._build(plan, device)
+            self._plan_init = plan.init
             distributed.barrier(ctx.world_size)  # every rank has checked the run directory before rank 0 writes it
             if ctx.is_main:
                 self._open_run_dir(plan, device, ctx.world_size)
@@ -111,13 +113,13 @@ class Trainer:
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = not plan.deterministic
         method = plan.cls(plan.config, device)
-        if plan.init:  # a checkpoint, when the run continues from one, replaces these nets later
+        if plan.init and "zoo" in plan.init:  # a checkpoint, when the run continues from one, replaces these nets later
             try:
                 if zoo.init_nets(method, plan.init["zoo"]).sha256 != plan.init["sha256"]:
                     raise TrainError(f"zoo model {plan.init['zoo']} changed since {plan.out} was started from it")
             except RunError as e:
                 raise TrainError(str(e)) from None
-            log.info("initialised from zoo model %s (sha256 %s…)", plan.init["zoo"], plan.init["sha256"][:12])
+            log.info(describe_init(plan.init))
         for net, spec in method.external_nets().items():  # e.g. SICNN's recogniser, from another run
             try:
                 method.load_external(net, load_net_state(spec, device))
@@ -128,10 +130,36 @@ class Trainer:
         check_needs(method.stages(), plan.lists)
         if self.spec.stage is not None and self.spec.stage not in names:
             raise TrainError(f"{self.spec.method} has no stage {self.spec.stage!r}; its stages: {', '.join(names)}")
+        if plan.init and "run" in plan.init and "checkpoint" not in plan.init:
+            plan.init = self._run_init(plan, names)
         self.method = method
         return method
 
+    def _run_init(self, plan: TrainingPlan, names: list[str]) -> dict:
+        """``plan.init`` of ``--init RUN --stage NAME`` completed: RUN's end checkpoint of the stage
+        before NAME (file name, sha256, config hash) and the config keys this run changes."""
+        target = names.index(plan.init["stage"])
+        if target == 0:
+            raise TrainError(f"--init {plan.init['run']}: {names[0]} is the first stage; nothing to start it from")
+        src = checkpoint_path(Path(plan.init["run"]), target - 1, names[target - 1], None)
+        if not src.is_file():
+            raise TrainError(f"--init {plan.init['run']}: no end checkpoint of stage {names[target - 1]!r} ({src})")
+        state = io.load_checkpoint(src)
+        if state.get("method") != self.spec.method:
+            raise TrainError(f"--init {plan.init['run']} is a run of {state.get('method')!r}, not {self.spec.method!r}")
+        new, old = cfglib.to_dict(plan.config), state["config"]
+        differs = sorted(k for k in new.keys() | old.keys() if new.get(k) != old.get(k))
+        return {**plan.init, "checkpoint": src.name, "sha256": io.sha256_file(src),
+                "config_hash": state["config_hash"], "differs": differs}
+
     def _open_run_dir(self, plan: TrainingPlan, device: torch.device, world_size: int) -> None:
+        if plan.init and "run" in plan.init:  # the run holds the checkpoint it starts from
+            own = plan.out / CHECKPOINTS / plan.init["checkpoint"]
+            if not own.is_file():
+                io.copy_file(Path(plan.init["run"]) / CHECKPOINTS / plan.init["checkpoint"], own)
+            if io.sha256_file(own) != plan.init["sha256"]:
+                raise TrainError(f"{own} is not the checkpoint {plan.out} was started from (sha256 differs)")
+            log.info(describe_init(plan.init))
         write_run_config(plan.out, {
             "method": self.spec.method, "preset": plan.preset, "variant": plan.variant,
             "config": cfglib.to_dict(plan.config), "config_hash": plan.config_hash,
@@ -190,7 +218,9 @@ class Trainer:
             seed_everything(derive_seed(seed, "train", ctx.rank), self.deterministic)
             return (0 if stages else None), 0, 0.0
         path, state = found
-        if state.get("config_hash") != cfglib.config_hash(method.config):
+        init = self._plan_init or {}
+        started_from = path.name == init.get("checkpoint") and state.get("config_hash") == init.get("config_hash")
+        if state.get("config_hash") != cfglib.config_hash(method.config) and not started_from:
             raise TrainError(f"{path} was written with another config; train into another --out")
         method.load_state_dict(state["state"])
         rngs = state["rng"]

@@ -35,7 +35,10 @@ class TrainingPlan:
     lists: dict[str, FaceList]  # "hr" and/or "lr"
     data_info: dict[str, dict]
     stored_env: dict | None  # env.json of the run being continued
-    init: dict[str, str] | None = None  # {"zoo": NAME, "sha256": ...}: a new run starts from those weights
+    # a new run starts from {"zoo": NAME, "sha256": ...} weights, or {"run": DIR, "stage": NAME, ...}
+    # (that run's end checkpoint of the stage before NAME; the trainer adds "checkpoint", "sha256",
+    # "config_hash" and the config keys that "differs" from it)
+    init: dict | None = None
 
 
 def default_out(spec: RunSpec, preset: str, variant: str, seed: int) -> Path:
@@ -133,20 +136,47 @@ def data_layer(cls: type[Method], lists: dict[str, FaceList]) -> dict[str, int]:
     return out
 
 
-def _resolve_init(spec: RunSpec, variant: str, stored_cfg: dict | None) -> dict[str, str] | None:
-    """The zoo weights a new run starts from (``--init zoo``: the zoo entry of the method's label,
-    ``cr`` or ``cr:wo_cr``), or those a continued run started from."""
+def _resolve_init(spec: RunSpec, variant: str, stored_cfg: dict | None) -> dict | None:
+    """What a new run starts from: ``--init zoo`` (the zoo entry of the method's label, ``cr`` or
+    ``cr:wo_cr``) or ``--init RUN --stage NAME`` (RUN's end checkpoint of the stage before NAME,
+    resolved and copied by the trainer); or what a continued run started from."""
     stored = (stored_cfg or {}).get("init")
     if spec.init is None:
         return stored
-    if spec.init != "zoo":
-        raise TrainError(f"{spec.init!r}: --init takes 'zoo' (the zoo's weights of the method)", param="init")
-    e = zoo.entry(spec.method if variant == "default" else f"{spec.method}:{variant}", "sr")
-    init = {"zoo": e.name, "sha256": e.sha256}
-    if stored_cfg is not None and stored != init:
+    if spec.init == "zoo":
+        e = zoo.entry(spec.method if variant == "default" else f"{spec.method}:{variant}", "sr")
+        init = {"zoo": e.name, "sha256": e.sha256}
+        same = stored == init
+    else:
+        init = _run_init(spec)
+        same = stored is not None and all(stored.get(k) == v for k, v in init.items())
+    if stored_cfg is not None and not same:
         raise TrainError(f"{spec.out} was started from {stored or 'its own initialisation'}, not {init}; "
                          "continue it without --init, or train into another --out")
-    return init
+    return stored if stored_cfg is not None else init
+
+
+def _run_init(spec: RunSpec) -> dict[str, str]:
+    """``{"run", "stage"}`` of ``--init RUN --stage NAME``, checked to name a run directory."""
+    src = Path(spec.init)
+    if not (src / "config.json").is_file():
+        raise TrainError(f"--init {spec.init}: give 'zoo' (the zoo's weights of the method) or a run "
+                         "directory of the method (with --stage NAME)", param="init")
+    if spec.stage is None:
+        raise TrainError(f"--init {spec.init} needs --stage NAME: the new run starts stage NAME from that "
+                         "run's end checkpoint of the stage before it", param="init")
+    if spec.resume:
+        raise TrainError("--init RUN starts a new run; --resume continues one (drop --init)", param="init")
+    return {"run": str(src.resolve()), "stage": spec.stage}
+
+
+def describe_init(init: dict) -> str:
+    """One line on what a run started from (``config.json``'s ``init``)."""
+    if "zoo" in init:
+        return f"initialised from zoo model {init['zoo']} (sha256 {init['sha256'][:12]}…)"
+    done = f"{init['checkpoint']}, sha256 {init['sha256'][:12]}…, " if "checkpoint" in init else ""
+    differs = f"; config differs in {', '.join(init['differs']) or 'nothing'}" if "differs" in init else ""
+    return f"stage {init['stage']} starts from run {init['run']} ({done}its end of the stage before){differs}"
 
 
 def _check_continuation(plan: TrainingPlan, stored_cfg: dict, old_env: dict) -> None:
@@ -201,5 +231,5 @@ def describe_training_plan(plan: TrainingPlan, method_spec: str) -> str:
     lines += [f"  {k:<12} {v:>12,d}  ({v / 1e6:.3f}M)" for k, v in method.parameter_counts().items()]
     lines.append(f"deployed nets: {', '.join(method.deployed) or '-'}")
     if plan.init:
-        lines.append(f"initialised from zoo model {plan.init['zoo']} (sha256 {plan.init['sha256'][:12]}…)")
+        lines.append(describe_init(plan.init))
     return "\n".join(lines)

@@ -35,7 +35,8 @@ class RunSpec:
 
     ``hr``/``lr``: built dataset folders or :data:`SAMPLE` (both ``None``: the embedded sample);
     ``init``: ``"zoo"`` starts a new run from the zoo's weights of the method (and variant), to
-    fine-tune them; ``dry_run``: resolve the plan only (an existing run directory is then not refused).
+    fine-tune them; a run directory (with ``stage``) starts that stage from the run's end
+    checkpoint of the stage before it, e.g. an ablation of CR's stage 2 that shares stage 1; ``dry_run``: resolve the plan only (an existing run directory is then not refused).
     """
 
     method: str  # registered name (cr, vdsr, ...) or "module:Class" of a Method subclass
@@ -54,7 +55,7 @@ class RunSpec:
     deterministic: bool = False
     compile: bool = False
     dry_run: bool = False
-    init: str | None = None  # "zoo" or None (nets initialised by the method)
+    init: str | None = None  # "zoo", a run directory, or None (nets initialised by the method)
 
     def __post_init__(self) -> None:
         for name in ("config_file", "hr", "lr", "out"):
