@@ -160,13 +160,13 @@ def _run_init(spec: RunSpec) -> dict[str, str]:
     """``{"run", "stage"}`` of ``--init RUN --stage NAME``, checked to name a run directory."""
     src = Path(spec.init)
     if not (src / "config.json").is_file():
-        raise TrainError(f"--init {spec.init}: give 'zoo' (the zoo's weights of the method) or a run "
+        raise TrainError(f"{spec.init}: give 'zoo' (the zoo's weights of the method) or a run "
                          "directory of the method (with --stage NAME)", param="init")
     if spec.stage is None:
-        raise TrainError(f"--init {spec.init} needs --stage NAME: the new run starts stage NAME from that "
+        raise TrainError(f"{spec.init} needs --stage NAME: the new run starts stage NAME from that "
                          "run's end checkpoint of the stage before it", param="init")
     if spec.resume:
-        raise TrainError("--init RUN starts a new run; --resume continues one (drop --init)", param="init")
+        raise TrainError(f"{spec.init} starts a new run; --resume continues one (drop --init)", param="init")
     return {"run": str(src.resolve()), "stage": spec.stage}
 
 
