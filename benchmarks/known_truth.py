@@ -211,18 +211,18 @@ def stage_rows(run: Path, hr: torch.Tensor, lr: torch.Tensor, clean: torch.Tenso
     if not ends:
         raise SystemExit(f"{run}: no stage1_cc end checkpoint (train it with -o engine.keep_stage_checkpoints=true)")
     nets = {1: load_method(ends[0], "cpu").nets, 2: load_method(run, "cpu").nets}
-    for n in nets.values():
-        n["phi_sr"].eval(), n["phi_cr"].eval()
-    x, x_clean = unit_to_signed(lr), unit_to_signed(clean)
+    phi_sr = {k: n["phi_sr"].eval() for k, n in nets.items()}
+    x = unit_to_signed(lr)
+    restored = {None: x, **{k: n["phi_cr"].eval()(x) for k, n in nets.items()}}
+    on_clean = {k: artificial_psnr(signed_to_unit(net(unit_to_signed(clean))).clamp(0, 1), hr) for k, net in phi_sr.items()}
+    lr_restoration = {k: _lr_psnr(signed_to_unit(r).clamp(0, 1), clean) for k, r in restored.items() if k is not None}
     out = {}
     for name, sr_at, cr_at in (("phi_sr", 1, None), ("stage1", 1, 1), ("stage2", 2, 2), ("sr2_cr1", 2, 1),
                                ("sr1_cr2", 1, 2)):
-        phi_sr = nets[sr_at]["phi_sr"]
-        restored = x if cr_at is None else nets[cr_at]["phi_cr"](x)
-        out[name] = {**per_face(signed_to_unit(phi_sr(restored)).clamp(0, 1), hr, lr, embed),
-                     **artificial_psnr(signed_to_unit(phi_sr(x_clean)).clamp(0, 1), hr)}
+        sr = signed_to_unit(phi_sr[sr_at](restored[cr_at])).clamp(0, 1)
+        out[name] = {**per_face(sr, hr, lr, embed), **on_clean[sr_at]}
         if cr_at is not None:
-            out[name]["lr_restoration_psnr"] = _lr_psnr(signed_to_unit(restored).clamp(0, 1), clean)
+            out[name]["lr_restoration_psnr"] = lr_restoration[cr_at]
     return out
 
 
@@ -237,13 +237,10 @@ def evaluate(runs: dict[tuple[str, int], Path], test_dir: Path, embed, oracle: P
     clean = quantise(downsample(hr))
     values = {}
 
-    def artificial(sr: torch.Tensor) -> dict[str, np.ndarray]:
-        return artificial_psnr(sr, hr)
-
     for name in ("bicubic", "bicubic_noise", "nearest"):
         method = get_method(name)(get_method(name).Config())
         values[name, -1] = {**per_face(method.super_resolve(lr), hr, lr, embed),
-                            **artificial(method.super_resolve(clean, artificial=True))}
+                            **artificial_psnr(method.super_resolve(clean, artificial=True), hr)}
     values["input", -1] = {"lr_restoration_psnr": _lr_psnr(lr, clean)}  # phi_cr = identity
 
     def with_phi_sr(restored: torch.Tensor, seed: int) -> dict[str, np.ndarray]:
@@ -261,7 +258,7 @@ def evaluate(runs: dict[tuple[str, int], Path], test_dir: Path, embed, oracle: P
                 values["phi_sr", seed] = with_phi_sr(unit_to_signed(lr), seed)
                 del values["phi_sr", seed]["lr_restoration_psnr"]  # the input's: row "input" has it
                 # CR on artificial LR is phi_sr alone (it skips phi_cr)
-                values["phi_sr", seed].update(artificial(signed_to_unit(phi_sr[seed](unit_to_signed(clean))).clamp(0, 1)))
+                values["phi_sr", seed].update(artificial_psnr(signed_to_unit(phi_sr[seed](unit_to_signed(clean))).clamp(0, 1), hr))
                 values["oracle_phi_cr", seed] = with_phi_sr(oracle(unit_to_signed(lr)), seed)
             elif row.startswith("cr:"):
                 phi_cr = load_method(run, "cpu").nets["phi_cr"].eval()
@@ -271,7 +268,7 @@ def evaluate(runs: dict[tuple[str, int], Path], test_dir: Path, embed, oracle: P
             else:
                 method = load_method(run, "cpu")
                 values[row, seed] = {**per_face(method.super_resolve(lr), hr, lr, embed),
-                                     **artificial(method.super_resolve(clean, artificial=True))}
+                                     **artificial_psnr(method.super_resolve(clean, artificial=True), hr)}
     return values
 
 

@@ -71,7 +71,6 @@ class Trainer:
         self.run_dir: Path | None = None
         self.deterministic = spec.deterministic
         self._fixed: FixedFaces | None = None
-        self._plan_init: dict | None = None  # what the run started from (TrainingPlan.init)
 
     def plan(self) -> TrainingPlan:
         """The resolved plan; every reason it cannot be made is a :class:`TrainError`."""
@@ -95,7 +94,6 @@ class Trainer:
         self.run_dir, self.deterministic = plan.out, plan.deterministic
         try:
             method = self._build(plan, device)
-            self._plan_init = plan.init
             distributed.barrier(ctx.world_size)  # every rank has checked the run directory before rank 0 writes it
             if ctx.is_main:
                 self._open_run_dir(plan, device, ctx.world_size)
@@ -185,7 +183,7 @@ class Trainer:
                         world_size=ctx.world_size, channels_last=channels_last, hflip=plan.config.hflip)
         self._fixed = fixed_faces(sets, engine.n_samples, device)
 
-        start_index, start_step, elapsed = self._restore(method, stages, device, ctx, plan.seed)
+        start_index, start_step, elapsed = self._restore(method, stages, device, ctx, plan.seed, plan.init)
         if start_index is None:
             log.info("nothing left to train in %s", out)
         else:
@@ -208,9 +206,10 @@ class Trainer:
         return out
 
     def _restore(self, method: Method, stages: list[Stage], device: torch.device, ctx: DistContext,
-                 seed: int) -> tuple[int | None, int, float]:
+                 seed: int, init: dict | None) -> tuple[int | None, int, float]:
         """Load the checkpoint this session starts from; return ``(stage_index, step, elapsed)``,
-        stage_index ``None`` when there is nothing left to run."""
+        stage_index ``None`` when there is nothing left to run. ``init``: what the run started
+        from; its checkpoint (``--init RUN``) carries the source run's config."""
         found = self._starting_checkpoint(stages)
         if found is None:
             if self.spec.resume:
@@ -218,7 +217,7 @@ class Trainer:
             seed_everything(derive_seed(seed, "train", ctx.rank), self.deterministic)
             return (0 if stages else None), 0, 0.0
         path, state = found
-        init = self._plan_init or {}
+        init = init or {}
         started_from = path.name == init.get("checkpoint") and state.get("config_hash") == init.get("config_hash")
         if state.get("config_hash") != cfglib.config_hash(method.config) and not started_from:
             raise TrainError(f"{path} was written with another config; train into another --out")

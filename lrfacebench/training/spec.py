@@ -36,7 +36,8 @@ class RunSpec:
     ``hr``/``lr``: built dataset folders or :data:`SAMPLE` (both ``None``: the embedded sample);
     ``init``: ``"zoo"`` starts a new run from the zoo's weights of the method (and variant), to
     fine-tune them; a run directory (with ``stage``) starts that stage from the run's end
-    checkpoint of the stage before it, e.g. an ablation of CR's stage 2 that shares stage 1; ``dry_run``: resolve the plan only (an existing run directory is then not refused).
+    checkpoint of the stage before it, e.g. an ablation of CR's stage 2 that shares stage 1;
+    ``dry_run``: resolve the plan only (an existing run directory is then not refused).
     """
 
     method: str  # registered name (cr, vdsr, ...) or "module:Class" of a Method subclass
