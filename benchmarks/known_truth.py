@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -113,11 +114,12 @@ def build_sets(out: Path, hr_train: Path, hr_test: Path) -> tuple[Path, Path]:
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
-    """``NAME`` or ``NAME:KEY=VALUE,KEY=VALUE`` -> (NAME, ["KEY=VALUE", ...])."""
+    """``NAME`` or ``NAME:KEY=VALUE,KEY=VALUE`` -> (NAME, ["KEY=VALUE", ...]); commas inside
+    ``[...]`` belong to an array value (``d_augment=["translation","cutout"]``)."""
     name, _, opts = text.partition(":")
     if not name or any(c in name for c in "/ ="):
         raise SystemExit(f"--cr-variant {text!r}: give NAME or NAME:KEY=VALUE,...")
-    return name, [o for o in opts.split(",") if o]
+    return name, [o for o in re.split(r",(?![^\[]*\])", opts) if o]
 
 
 def _train(run: Path, method: str, args: list[str]) -> Path:

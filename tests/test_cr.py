@@ -435,6 +435,30 @@ def test_small_data_options(real):
             make(n_ids, **{key: value})
 
 
+def test_d_prime_augment_option(real):
+    """d_prime_augment: D' judges phi_fr features of augmented faces, real and fake alike, with
+    the routing of Eq. 8 unchanged; off by default (the paper's D' sees the faces as they are)."""
+    batch, n_ids = real
+    y, x_a, x_g = pm(batch.hr), pm(batch.lr_artificial), pm(batch.lr_genuine)
+    paper = make(n_ids)
+    paper.enter_stage("stage2")
+    assert paper.config.d_prime_augment == ()
+    assert torch.equal(paper._fr_features(y, augment=True), paper._fr_features(y))
+    aug = make(n_ids, d_prime_augment=("translation", "cutout"))
+    aug.enter_stage("stage2")
+    torch.manual_seed(0)
+    seen = aug._fr_features(y, augment=True)
+    assert seen.shape == (len(y), 512) and not torch.allclose(seen, aug._fr_features(y), atol=1e-3)
+    torch.manual_seed(0)  # the augmentation is the only randomness: same draw, same features
+    assert torch.equal(aug._fr_features(y, augment=True), seen)
+    r, feat_fake, t = aug.joint_losses(y, x_a, x_g)
+    assert grads_reach(aug, t["L_cr_gan"]) == {"phi_sr", "phi_cr"}
+    assert grads_reach(aug, aug.disc_loss("D_prime", seen, feat_fake)[0]) == {"D_prime"}
+    assert "L_D_prime" in aug.train_step("stage2", batch, 0)
+    with pytest.raises(ValueError, match="d_prime_augment"):
+        make(n_ids, d_prime_augment=("colour",))
+
+
 def test_common_highband_option(real):
     """cr_common_hp: the energy of the batch's shared residual above the 4x4 low pass, in L_cr,
     reaching phi_cr only; one texture added to every real face is penalised, a colour shift or

@@ -287,7 +287,7 @@ class CR(CRLosses, Method):
             self._update("D", l_d)
             out["L_D"] = l_d.item()
         with torch.no_grad():  # phi_fr is frozen: D' sees fixed features of y and sg phi_sr(r)
-            feat_real = self._fr_features(y)
+            feat_real = self._fr_features(y, augment=True)
         l_dp, out["acc_D_prime"] = self.disc_loss("D_prime", feat_real, feat_fake)
         self._update("D_prime", l_dp)
         out["L_D_prime"] = l_dp.item()

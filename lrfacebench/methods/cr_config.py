@@ -99,6 +99,10 @@ class CRConfig(MethodConfig):
     cr_bn: str = "fixed"  # or "batch": batch norm of phi_cr and phi~_cr (a fix, docs/cr.md)
     grad_norm_every: int = 0  # every N steps log each loss term's gradient norm on the nets it shares
     d_prime_input: str = "raw"  # or "l2norm": D' sees L2-normalised phi_fr features
+    # option: DiffAugment policy (nn.augment) for the 64x64 faces whose phi_fr features D' judges
+    # (real HR and phi_sr(r) alike): on the sample D' tells phi_fr's training faces from unseen HR
+    # faces (diagnose's identity critic), i.e. it memorises them (issue 14)
+    d_prime_augment: tuple[str, ...] = ()
     # ablations (see CR.variants)
     use_cr: bool = True  # False: W/O CR (Table 4)
     joint_finetune: bool = True  # False: W/O SR-RI (Table 6), no stage 2
@@ -118,10 +122,11 @@ class CRConfig(MethodConfig):
                 raise ValueError(f"cr: {key} must be >= 0, got {getattr(self, key)}")
         if self.batch_size < 1 or self.fr_batch_size < 1:
             raise ValueError("cr: batch sizes must be >= 1")
-        try:
-            check_policy(self.d_augment)
-        except ValueError as e:
-            raise ValueError(f"cr: d_augment: {e}") from None
+        for key in ("d_augment", "d_prime_augment"):
+            try:
+                check_policy(getattr(self, key))
+            except ValueError as e:
+                raise ValueError(f"cr: {key}: {e}") from None
         if self.centre_weight <= 0:
             raise ValueError("cr: centre_weight must be > 0 (centre gradients are divided by it)")
 

@@ -119,8 +119,12 @@ class CRLosses:
             terms["L_cr"] = terms["L_cr"] + c.cr_common_hp * terms["L_cr_common"]
         return terms
 
-    def _fr_features(self, img: torch.Tensor) -> torch.Tensor:
-        """phi_fr features of 64x64 images in [-1,1] as D' sees them (raw or L2-normalised)."""
+    def _fr_features(self, img: torch.Tensor, augment: bool = False) -> torch.Tensor:
+        """phi_fr features of 64x64 images ``(N,3,64,64)`` in [-1,1] as D' sees them (raw or
+        L2-normalised), ``(N,512)``; with ``augment`` the images first pass through the
+        ``d_prime_augment`` policy (stage 2 augments D''s real, fake and generator-side inputs alike)."""
+        if augment:
+            img = diff_augment(img, self.config.d_prime_augment)
         feat = self.nets["phi_fr"].embed(img)
         return F.normalize(feat, dim=1) if self.config.d_prime_input == "l2norm" else feat
 
@@ -147,7 +151,7 @@ class CRLosses:
         sr_r = phi_sr(r if c.cr_grad_into_phi_cr == "input_path" else r.detach())
         terms["L_cr_sr"] = F.mse_loss(downsample(sr_r), r.detach())
         with no_param_grad(self.nets["D_prime"]):
-            feat_fake = self._fr_features(sr_r)
+            feat_fake = self._fr_features(sr_r, augment=True)
             terms["L_cr_gan"] = self._g_adv(self.nets["D_prime"](feat_fake))
         total = terms["L_sr"] + c.lambda_cr_sr * terms["L_cr_sr"] + c.lambda_cr_gan * terms["L_cr_gan"]
         if c.use_cr:
