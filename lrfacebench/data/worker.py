@@ -23,7 +23,7 @@ import numpy as np
 from lrfacebench import config as cfglib
 from lrfacebench.data.annotated import COUNTS, MatchTally, evaluate_on_annotated
 from lrfacebench.data.detect import Detection, DetectorConfig, bounded_scales, make_detector
-from lrfacebench.data.filters import Candidate, FilterConfig, crop_face, filter_candidates, padded_crop, quality_filter
+from lrfacebench.data.filters import Candidate, crop_face, filter_candidates, padded_crop, quality_filter
 from lrfacebench.data.plan import shard_path
 from lrfacebench.data.recipe import BuildConfig
 from lrfacebench.data.sources import rule as source_rule
@@ -404,7 +404,7 @@ class ShardWorker:
         """
         reasons: list[str | None] = [f.reason for f in self.faces]
         base = dataclasses.replace(self.cfg.filters, dedupe=False) if self.cfg.tracks.enabled else self.cfg.filters
-        groups = {False: base, True: _without_border(base)}
+        groups = {False: base, True: dataclasses.replace(base, border_margin=-math.inf)}
         for whole, fcfg in groups.items():
             idx = [i for i, f in enumerate(self.faces)
                    if f.reason is None and f.item.mode != "paired" and f.whole == whole]
@@ -428,11 +428,6 @@ class ShardWorker:
         write_png(self.out / lr_rel, lr)
         return {**_box_row(fid, face), "identity": face.identity, "split": face.item.split,
                 "crop": crop_rel, "lr16": lr_rel, "hr64": hr_rel, "sha256": digest, **face.columns}, lr
-
-
-def _without_border(cfg: FilterConfig) -> FilterConfig:
-    """``cfg`` without the border check (for faces that are their whole image)."""
-    return dataclasses.replace(cfg, border_margin=-math.inf)
 
 
 def _is_video(item: Item) -> bool:
