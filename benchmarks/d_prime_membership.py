@@ -15,7 +15,7 @@ real faces are phi_fr's own training identities. This script isolates D' from th
    the paired test set's HR faces, and bicubic SR of its LR faces.
 
     python benchmarks/known_truth.py --pool /tmp/lrfb-dev --out KT ...   # makes KT/genuine, KT/test
-    python benchmarks/d_prime_membership.py --kt KT --out OUT [--steps 600]
+    python benchmarks/d_prime_membership.py --kt KT --out OUT [--steps 600] [--augment translation,cutout]
 
 Writes ``OUT/d_prime_membership.csv`` and prints the table.
 """
@@ -26,6 +26,7 @@ import collections
 import csv
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,7 @@ import torch.nn.functional as F
 
 from lrfacebench.data import faces as facelib
 from lrfacebench.metrics.bootstrap import auc_interval
+from lrfacebench.nn.augment import diff_augment
 from lrfacebench.nn.blocks import MLPDiscriminator
 from lrfacebench.nn.losses import bce_fake, bce_real
 from lrfacebench.pixels import to_unit_float
@@ -77,8 +79,10 @@ def features(phi_fr: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([F.normalize(phi_fr.embed(c * 2 - 1), dim=1) for c in x.split(128)])
 
 
-def train_critic(real: torch.Tensor, fake: torch.Tensor, seed: int, steps: int = STEPS) -> MLPDiscriminator:
-    """D' trained alone: bce(D'(real), 1) + bce(D'(fake), 0), batches drawn with replacement."""
+def train_critic(real: torch.Tensor, fake: torch.Tensor, seed: int, steps: int = STEPS,
+                 view: Callable[[torch.Tensor], torch.Tensor] = lambda x: x) -> MLPDiscriminator:
+    """D' trained alone: bce(D'(view(real)), 1) + bce(D'(view(fake)), 0), batches drawn with
+    replacement; ``view`` maps a batch of ``real``/``fake`` rows to D''s ``(B,512)`` input."""
     torch.manual_seed(seed)
     critic = MLPDiscriminator((512, 512, 256, 128, 64, 1))
     opt = torch.optim.Adam(critic.parameters(), lr=LR)
@@ -86,7 +90,7 @@ def train_critic(real: torch.Tensor, fake: torch.Tensor, seed: int, steps: int =
     for _ in range(steps):
         r = real[torch.randint(len(real), (BATCH,), generator=draw)]
         f = fake[torch.randint(len(fake), (BATCH,), generator=draw)]
-        loss = bce_real(critic(r)) + bce_fake(critic(f))
+        loss = bce_real(critic(view(r))) + bce_fake(critic(view(f)))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -99,6 +103,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--steps", type=int, default=STEPS, help="D' training steps (the cpu preset's stage 2: 600)")
+    ap.add_argument("--augment", default="", metavar="T1,T2",
+                    help="DiffAugment policy applied to D''s training faces before phi_fr (CR's d_prime_augment); "
+                         "scores are always of the faces as they are")
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     folders = split_identities(args.out)
@@ -112,18 +119,21 @@ def main(argv: list[str] | None = None) -> None:
     load = lambda fl: to_unit_float(facelib.load_faces(fl).images)  # noqa: E731
     bicubic = lambda x: F.interpolate(x, size=64, mode="bicubic", align_corners=False).clamp(0, 1)  # noqa: E731
     every = facelib.ALL_SPLITS
-    feats = {"A": features(phi_fr, load(facelib.list_dataset(folders["A"], "hr"))),
-             "B": features(phi_fr, load(facelib.list_dataset(folders["B"], "hr"))),
-             "sample_test": features(phi_fr, load(facelib.list_sample("hr", ("test",)))),
-             "kt_test": features(phi_fr, load(facelib.list_dataset(args.kt / "test", "hr", every))),
-             "sr_train": features(phi_fr, bicubic(load(facelib.list_dataset(args.kt / "genuine", "lr", every)))),
-             "sr_test": features(phi_fr, bicubic(load(facelib.list_dataset(args.kt / "test", "lr", every))))}
+    faces = {"A": load(facelib.list_dataset(folders["A"], "hr")), "B": load(facelib.list_dataset(folders["B"], "hr")),
+             "sample_test": load(facelib.list_sample("hr", ("test",))),
+             "kt_test": load(facelib.list_dataset(args.kt / "test", "hr", every)),
+             "sr_train": bicubic(load(facelib.list_dataset(args.kt / "genuine", "lr", every))),
+             "sr_test": bicubic(load(facelib.list_dataset(args.kt / "test", "lr", every)))}
+    feats = {k: features(phi_fr, v) for k, v in faces.items()}
+    policy = tuple(t for t in args.augment.split(",") if t)
+    train_on = faces if policy else feats
+    view = (lambda x: features(phi_fr, (diff_augment(x * 2 - 1, policy) + 1) / 2)) if policy else (lambda x: x)
     print("cosine to the nearest CentreFace centre:",
           {k: round(float((v @ centres.T).max(1).values.mean()), 3) for k, v in feats.items()})
     scores: dict[tuple[str, int], dict[str, np.ndarray]] = {}
     for real in ("A", "B"):
         for seed in seeds:
-            critic = train_critic(feats[real], feats["sr_train"], seed, args.steps)
+            critic = train_critic(train_on[real], train_on["sr_train"], seed, args.steps, view)
             with torch.no_grad():
                 scores[real, seed] = {k: torch.sigmoid(critic(v)).flatten().numpy() for k, v in feats.items()}
     rows = []
